@@ -1,0 +1,80 @@
+"""The one exception hierarchy of edge, and the exit codes the CLI and daemon map it to.
+
+Third-party exceptions are wrapped where they cross into edge (``raise ModelError(...) from exc``)
+so callers catch one family. Every message names what was wrong and what to do next::
+
+    EdgeError                      exit 1   anything edge raises on purpose
+    ├── ConfigError                exit 78  a setting is invalid (EX_CONFIG); carries every problem
+    ├── ModelError                 exit 78  a model file, labels or manifest cannot be used
+    │   └── DelegateError          exit 78  an accelerator delegate (Edge TPU) cannot be loaded
+    ├── RuntimeUnavailableError    exit 78  no TFLite runtime is installed
+    ├── InputError                 exit 66  an input file (image, video) cannot be read (EX_NOINPUT)
+    ├── SourceError                exit 1   a camera or stream failed; the daemon retries these
+    └── SinkError                  exit 1   a result sink (MQTT, outbox) failed
+
+78 is in ``RestartPreventExitStatus=`` of the systemd unit: restarting cannot fix a bad setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+EX_OK = 0
+EX_SOFTWARE = 1
+EX_USAGE = 2
+EX_NOINPUT = 66
+EX_CONFIG = 78
+
+
+class EdgeError(Exception):
+    """Base class of every error edge raises on purpose; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = EX_SOFTWARE
+
+
+class ConfigError(EdgeError):
+    """One or more settings are invalid. ``problems`` lists each as ``"path.to.key: what is wrong"``."""
+
+    exit_code = EX_CONFIG
+
+    def __init__(self, problems: str | Sequence[str], *, source: str | None = None) -> None:
+        self.problems: tuple[str, ...] = (
+            (problems,) if isinstance(problems, str) else tuple(problems)
+        )
+        self.source = source
+        head = f"invalid configuration in {source}" if source else "invalid configuration"
+        if len(self.problems) == 1:
+            super().__init__(f"{head}: {self.problems[0]}")
+        else:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            super().__init__(f"{head} ({len(self.problems)} problems):\n{lines}")
+
+
+class ModelError(EdgeError):
+    """A model cannot be loaded or used: missing, not TFLite, truncated, unsupported ops or shapes."""
+
+    exit_code = EX_CONFIG
+
+
+class DelegateError(ModelError):
+    """An accelerator delegate could not be loaded and the fallback policy says to fail."""
+
+
+class RuntimeUnavailableError(EdgeError):
+    """No TFLite interpreter package is importable."""
+
+    exit_code = EX_CONFIG
+
+
+class InputError(EdgeError):
+    """An input file (image or video) does not exist or cannot be decoded."""
+
+    exit_code = EX_NOINPUT
+
+
+class SourceError(EdgeError):
+    """A frame source failed to open or stopped delivering. The daemon reopens sources with backoff."""
+
+
+class SinkError(EdgeError):
+    """A result sink failed (broker settings, outbox storage)."""

@@ -1,0 +1,167 @@
+"""Synthetic scenes of coloured shapes on a textured background.
+
+One drawing code serves three users so they can never drift apart: the scripts that train the
+bundled classifier and detector, the ``synthetic`` frame source, and the sample clip. Coordinates
+are pixels of the image being drawn; ``Shape.box()`` is x0, y0, x1, y1 in pixels (exclusive end).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+SHAPES = ("circle", "square", "triangle")
+
+# BGR, saturated enough to stay distinct after JPEG and YUV round trips.
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (40, 40, 220),
+    "green": (50, 190, 50),
+    "blue": (220, 90, 30),
+    "yellow": (30, 220, 230),
+}
+
+CLASSIFIER_LABELS = tuple(f"{c} {s}" for s in SHAPES for c in COLOURS)
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A shape centred at (cx, cy) with outer size ``size`` (pixels) and rotation in degrees."""
+
+    kind: str
+    colour: str
+    cx: float
+    cy: float
+    size: float
+    angle: float = 0.0
+    vx: float = 0.0
+    vy: float = 0.0
+
+    def polygon(self) -> np.ndarray:
+        """Vertices (N×2 float) of a square or triangle; circles have none."""
+        r = self.size / 2
+        if self.kind == "square":
+            pts = [(-r, -r), (r, -r), (r, r), (-r, r)]
+        elif self.kind == "triangle":
+            pts = [(0.0, -r), (r, r * 0.8), (-r, r * 0.8)]
+        else:
+            return np.zeros((0, 2))
+        a = math.radians(self.angle)
+        rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+        return np.asarray(pts) @ rot.T + (self.cx, self.cy)
+
+    def box(self) -> tuple[float, float, float, float]:
+        """Tight bounding box in pixels: x0, y0, x1, y1."""
+        if self.kind == "circle":
+            r = self.size / 2
+            return (self.cx - r, self.cy - r, self.cx + r, self.cy + r)
+        p = self.polygon()
+        return (float(p[:, 0].min()), float(p[:, 1].min()),
+                float(p[:, 0].max()), float(p[:, 1].max()))
+
+
+def draw(image: np.ndarray, shape: Shape) -> None:
+    """Draw ``shape`` filled, anti-aliased, in place."""
+    colour = COLOURS[shape.colour]
+    shift = 4  # sub-pixel precision for smooth motion
+    k = 1 << shift
+    if shape.kind == "circle":
+        cv2.circle(image, (round(shape.cx * k), round(shape.cy * k)), round(shape.size / 2 * k),
+                   colour, -1, cv2.LINE_AA, shift)
+    else:
+        pts = np.round(shape.polygon() * k).astype(np.int32)
+        cv2.fillPoly(image, [pts], colour, cv2.LINE_AA, shift)
+
+
+def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A dim grey gradient with sensor-like noise, different for every call."""
+    base = rng.uniform(60, 140)
+    gx = np.linspace(0, rng.uniform(-40, 40), width, dtype=np.float32)
+    gy = np.linspace(0, rng.uniform(-40, 40), height, dtype=np.float32)
+    plane = base + gy[:, None] + gx[None, :]
+    img = np.repeat(plane[:, :, None], 3, axis=2)
+    img += rng.normal(0, 6, size=img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def random_shapes(rng: np.random.Generator, width: int, height: int, count: int,
+                  min_size: float, max_size: float, speed: float = 0.0,
+                  max_tries: int = 200) -> list[Shape]:
+    """Up to ``count`` shapes fully inside the image whose boxes do not overlap.
+
+    speed: maximum velocity in pixels per second, for moving scenes (0 for stills).
+    """
+    shapes: list[Shape] = []
+    for _ in range(max_tries):
+        if len(shapes) == count:
+            break
+        size = float(rng.uniform(min_size, max_size))
+        margin = size * 0.75
+        s = Shape(
+            kind=str(rng.choice(SHAPES)),
+            colour=str(rng.choice(list(COLOURS))),
+            cx=float(rng.uniform(margin, width - margin)),
+            cy=float(rng.uniform(margin, height - margin)),
+            size=size,
+            angle=float(rng.uniform(-20, 20)),
+            vx=float(rng.uniform(-speed, speed)),
+            vy=float(rng.uniform(-speed, speed)),
+        )
+        if all(not _overlap(s.box(), o.box(), pad=4) for o in shapes):
+            shapes.append(s)
+    return shapes
+
+
+def render(shapes: list[Shape], canvas: np.ndarray) -> np.ndarray:
+    """Draw ``shapes`` on a copy of ``canvas`` and return it."""
+    img = canvas.copy()
+    for s in shapes:
+        draw(img, s)
+    return img
+
+
+class MovingScene:
+    """Shapes drifting and bouncing off the edges; ``frame(t)`` is deterministic in (seed, t)."""
+
+    def __init__(self, width: int, height: int, *, count: int = 3, seed: int = 0,
+                 min_size: float | None = None, max_size: float | None = None,
+                 speed: float | None = None) -> None:
+        self.width = width
+        self.height = height
+        rng = np.random.default_rng(seed)
+        short = min(width, height)
+        self._canvas = background(rng, width, height)
+        self._shapes = random_shapes(
+            rng, width, height, count,
+            min_size if min_size is not None else short * 0.12,
+            max_size if max_size is not None else short * 0.3,
+            speed=speed if speed is not None else short * 0.25,
+        )
+
+    def shapes_at(self, t: float) -> list[Shape]:
+        """Shape positions at ``t`` seconds, reflected at the image borders."""
+        out = []
+        for s in self._shapes:
+            r = s.size * 0.6
+            out.append(replace(s, cx=_bounce(s.cx + s.vx * t, r, self.width - r),
+                               cy=_bounce(s.cy + s.vy * t, r, self.height - r)))
+        return out
+
+    def frame(self, t: float) -> tuple[np.ndarray, list[Shape]]:
+        shapes = self.shapes_at(t)
+        return render(shapes, self._canvas), shapes
+
+
+def _bounce(x: float, lo: float, hi: float) -> float:
+    span = hi - lo
+    if span <= 0:
+        return lo
+    m = (x - lo) % (2 * span)
+    return lo + (m if m <= span else 2 * span - m)
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float],
+             pad: float) -> bool:
+    return not (a[2] + pad < b[0] or b[2] + pad < a[0] or a[3] + pad < b[1] or b[3] + pad < a[1])
