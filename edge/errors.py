@@ -27,13 +27,13 @@ EX_CONFIG = 78
 
 
 class EdgeError(Exception):
-    """Base class of every error edge raises on purpose; ``exit_code`` is what the CLI exits with."""
+    """Base of every error edge raises on purpose; ``exit_code`` is what the CLI exits with."""
 
     exit_code = EX_SOFTWARE
 
 
 class ConfigError(EdgeError):
-    """One or more settings are invalid. ``problems`` lists each as ``"path.to.key: what is wrong"``."""
+    """Settings are invalid; ``problems`` lists each as ``"path.to.key: what is wrong"``."""
 
     exit_code = EX_CONFIG
 
@@ -51,7 +51,7 @@ class ConfigError(EdgeError):
 
 
 class ModelError(EdgeError):
-    """A model cannot be loaded or used: missing, not TFLite, truncated, unsupported ops or shapes."""
+    """A model cannot be used: missing, not TFLite, truncated, unsupported ops or shapes."""
 
     exit_code = EX_CONFIG
 
@@ -73,7 +73,7 @@ class InputError(EdgeError):
 
 
 class SourceError(EdgeError):
-    """A frame source failed to open or stopped delivering. The daemon reopens sources with backoff."""
+    """A frame source failed to open or stopped delivering; the daemon reopens it with backoff."""
 
 
 class SinkError(EdgeError):

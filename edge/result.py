@@ -62,7 +62,7 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class RawOutput:
-    """Summary of one output tensor for models whose task edge does not know (dequantized values)."""
+    """Summary of one output tensor (dequantized) for models whose task edge does not know."""
 
     name: str
     shape: tuple[int, ...]

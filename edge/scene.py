@@ -50,7 +50,8 @@ class Shape:
             return np.zeros((0, 2))
         a = math.radians(self.angle)
         rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-        return np.asarray(pts) @ rot.T + (self.cx, self.cy)
+        out: np.ndarray = np.asarray(pts) @ rot.T + (self.cx, self.cy)
+        return out
 
     def box(self) -> tuple[float, float, float, float]:
         """Tight bounding box in pixels: x0, y0, x1, y1."""
@@ -58,8 +59,12 @@ class Shape:
             r = self.size / 2
             return (self.cx - r, self.cy - r, self.cx + r, self.cy + r)
         p = self.polygon()
-        return (float(p[:, 0].min()), float(p[:, 1].min()),
-                float(p[:, 0].max()), float(p[:, 1].max()))
+        return (
+            float(p[:, 0].min()),
+            float(p[:, 1].min()),
+            float(p[:, 0].max()),
+            float(p[:, 1].max()),
+        )
 
 
 def draw(image: np.ndarray, shape: Shape) -> None:
@@ -68,8 +73,15 @@ def draw(image: np.ndarray, shape: Shape) -> None:
     shift = 4  # sub-pixel precision for smooth motion
     k = 1 << shift
     if shape.kind == "circle":
-        cv2.circle(image, (round(shape.cx * k), round(shape.cy * k)), round(shape.size / 2 * k),
-                   colour, -1, cv2.LINE_AA, shift)
+        cv2.circle(
+            image,
+            (round(shape.cx * k), round(shape.cy * k)),
+            round(shape.size / 2 * k),
+            colour,
+            -1,
+            cv2.LINE_AA,
+            shift,
+        )
     else:
         pts = np.round(shape.polygon() * k).astype(np.int32)
         cv2.fillPoly(image, [pts], colour, cv2.LINE_AA, shift)
@@ -82,13 +94,20 @@ def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     gy = np.linspace(0, rng.uniform(-40, 40), height, dtype=np.float32)
     plane = base + gy[:, None] + gx[None, :]
     img = np.repeat(plane[:, :, None], 3, axis=2)
-    img += rng.normal(0, 6, size=img.shape).astype(np.float32)
+    img += np.asarray(rng.normal(0, 6, size=img.shape), dtype=np.float32)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def random_shapes(rng: np.random.Generator, width: int, height: int, count: int,
-                  min_size: float, max_size: float, speed: float = 0.0,
-                  max_tries: int = 200) -> list[Shape]:
+def random_shapes(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    count: int,
+    min_size: float,
+    max_size: float,
+    speed: float = 0.0,
+    max_tries: int = 200,
+) -> list[Shape]:
     """Up to ``count`` shapes fully inside the image whose boxes do not overlap.
 
     speed: maximum velocity in pixels per second, for moving scenes (0 for stills).
@@ -125,16 +144,27 @@ def render(shapes: list[Shape], canvas: np.ndarray) -> np.ndarray:
 class MovingScene:
     """Shapes drifting and bouncing off the edges; ``frame(t)`` is deterministic in (seed, t)."""
 
-    def __init__(self, width: int, height: int, *, count: int = 3, seed: int = 0,
-                 min_size: float | None = None, max_size: float | None = None,
-                 speed: float | None = None) -> None:
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        *,
+        count: int = 3,
+        seed: int = 0,
+        min_size: float | None = None,
+        max_size: float | None = None,
+        speed: float | None = None,
+    ) -> None:
         self.width = width
         self.height = height
         rng = np.random.default_rng(seed)
         short = min(width, height)
         self._canvas = background(rng, width, height)
         self._shapes = random_shapes(
-            rng, width, height, count,
+            rng,
+            width,
+            height,
+            count,
             min_size if min_size is not None else short * 0.12,
             max_size if max_size is not None else short * 0.3,
             speed=speed if speed is not None else short * 0.25,
@@ -145,8 +175,13 @@ class MovingScene:
         out = []
         for s in self._shapes:
             r = s.size * 0.6
-            out.append(replace(s, cx=_bounce(s.cx + s.vx * t, r, self.width - r),
-                               cy=_bounce(s.cy + s.vy * t, r, self.height - r)))
+            out.append(
+                replace(
+                    s,
+                    cx=_bounce(s.cx + s.vx * t, r, self.width - r),
+                    cy=_bounce(s.cy + s.vy * t, r, self.height - r),
+                )
+            )
         return out
 
     def frame(self, t: float) -> tuple[np.ndarray, list[Shape]]:
@@ -162,6 +197,7 @@ def _bounce(x: float, lo: float, hi: float) -> float:
     return lo + (m if m <= span else 2 * span - m)
 
 
-def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float],
-             pad: float) -> bool:
+def _overlap(
+    a: tuple[float, float, float, float], b: tuple[float, float, float, float], pad: float
+) -> bool:
     return not (a[2] + pad < b[0] or b[2] + pad < a[0] or a[3] + pad < b[1] or b[3] + pad < a[1])

@@ -1,0 +1,359 @@
+"""The ``edge`` command line: one subcommand per job, every EdgeError mapped to its exit code
+and a one-line message (never a traceback).
+
+Subcommand modules are imported when their subcommand runs, so ``edge listen`` does not pay for
+the inference runtime and ``edge --help`` starts instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from edge import __version__
+from edge.errors import EX_SOFTWARE, EX_USAGE, EdgeError
+
+if TYPE_CHECKING:
+    from edge.runtime import RuntimeOptions
+
+log = logging.getLogger("edge")
+
+DELEGATE_CHOICES = ("cpu", "xnnpack", "edgetpu")
+TASK_CHOICES = ("classification", "detection", "segmentation", "raw")
+
+
+class _JournalFormatter(logging.Formatter):
+    """Under systemd, prefix ``<N>`` syslog priorities (journald parses them) and drop the
+    timestamp journald adds itself."""
+
+    PRIORITY: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+        logging.CRITICAL: 2,
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = self.PRIORITY.get(record.levelno, 6)
+        return f"<{prio}>{record.name}: {super().format(record)}"
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr: journald-friendly under systemd, timestamped otherwise."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within 0..1, got {value}")
+    return value
+
+
+def _thread_list(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,2,4, got {text!r}") from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("thread counts must be at least 1")
+    return values
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--delegate",
+        choices=DELEGATE_CHOICES,
+        default="xnnpack",
+        help="xnnpack: CPU with XNNPACK (default); cpu: builtin kernels only; "
+        "edgetpu: Coral Edge TPU",
+    )
+    p.add_argument("--device", help="Edge TPU device: usb, usb:N, pci, pci:N (default: first)")
+    p.add_argument(
+        "--fallback",
+        choices=("cpu", "fail"),
+        default="fail",
+        help="when the Edge TPU cannot be used: run on the CPU, or fail (default)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=("ai-edge-litert", "tflite-runtime", "tensorflow"),
+        help="force a TFLite runtime package (default: the first installed)",
+    )
+
+
+# -- infer ---------------------------------------------------------------------------------
+def _infer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .tflite file, a model directory, or a bundled model name")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, WebP)")
+    p.add_argument(
+        "--threads", type=_positive_int, help="interpreter threads (default: all cores, at most 4)"
+    )
+    _add_runtime_args(p)
+    p.add_argument("--task", choices=TASK_CHOICES, help="override the task edge infers")
+    p.add_argument("--threshold", type=_unit_float, help="minimum score, 0..1")
+    p.add_argument("--top-k", type=_positive_int, help="classes to report (classification)")
+    p.add_argument("--max-detections", type=_positive_int)
+    p.add_argument(
+        "--resize",
+        choices=("stretch", "letterbox", "crop"),
+        help="override how frames are fitted to the model input",
+    )
+    p.add_argument("--labels", help="only report these labels (comma-separated)")
+
+
+def _runtime_options(args: argparse.Namespace, threads: int | None) -> RuntimeOptions:
+    from edge.runtime import RuntimeOptions
+
+    return RuntimeOptions(
+        threads=threads,
+        delegate=args.delegate,
+        device=args.device,
+        fallback=args.fallback,
+        backend=args.runtime,
+    )
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from edge.decode import read_image
+    from edge.engine import Engine, Overrides
+    from edge.errors import InputError
+
+    overrides = Overrides(
+        task=args.task,
+        threshold=args.threshold,
+        top_k=args.top_k,
+        max_detections=args.max_detections,
+        resize=args.resize,
+        allow=frozenset(s.strip() for s in args.labels.split(",")) if args.labels else None,
+    )
+    engine = Engine.load(
+        args.model,
+        _runtime_options(args, args.threads),
+        overrides,
+    )
+    failed = 0
+    out = sys.stdout
+    for i, path in enumerate(args.images):
+        try:
+            image = read_image(path)
+        except InputError as exc:
+            print(f"edge: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        result = engine.infer(image, source=path, index=i if len(args.images) > 1 else None)
+        out.write(json.dumps(result.to_dict(), separators=(",", ":")) + "\n")
+        out.flush()
+    if failed:
+        from edge.errors import EX_NOINPUT
+
+        return EX_NOINPUT
+    return 0
+
+
+# -- bench ---------------------------------------------------------------------------------
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .tflite file, a model directory, or a bundled model name")
+    p.add_argument(
+        "--threads",
+        type=_thread_list,
+        default=None,
+        help="comma-separated thread counts to compare, e.g. 1,2,4",
+    )
+    _add_runtime_args(p)
+    p.add_argument("--runs", type=_positive_int, default=100, help="steady-state runs")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up runs (not counted)")
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=0.0,
+        help="keep running until at least this long has passed",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from edge.bench import bench, format_table
+    from edge.runtime import default_threads
+
+    reports = [
+        bench(
+            args.model,
+            _runtime_options(args, t),
+            runs=args.runs,
+            warmup=args.warmup,
+            min_seconds=args.min_seconds,
+        )
+        for t in (args.threads or [default_threads()])
+    ]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in reports], indent=2))
+    else:
+        print(format_table(reports))
+    return 0
+
+
+# -- info ----------------------------------------------------------------------------------
+def _info_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _info(args: argparse.Namespace) -> int:
+    import platform
+
+    import cv2
+    import numpy as np
+
+    from edge.models import bundled_models, load_spec
+    from edge.runtime import default_threads, edgetpu
+    from edge.runtime.backends import available_backends
+
+    backends = available_backends()
+    models: dict[str, dict[str, Any]] = {}
+    delegates = ["cpu", "xnnpack"] + (["edgetpu"] if _edgetpu_library() else [])
+    devices = edgetpu.present_devices()
+    for name, path in bundled_models().items():
+        try:
+            spec = load_spec(path)
+            models[name] = {
+                "path": str(spec.path),
+                "task": spec.task or "auto",
+                "version": spec.version,
+                "labels": len(spec.labels),
+                "description": spec.description,
+            }
+        except EdgeError as exc:
+            models[name] = {"path": str(path), "error": str(exc)}
+    info: dict[str, Any] = {
+        "edge": __version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "runtimes": {b.name: b.version for b in backends},
+        "runtime": backends[0].name if backends else None,
+        "default_threads": default_threads(),
+        "delegates": delegates,
+        "edgetpu_devices": devices,
+        "models": models,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(
+        f"edge {info['edge']}  python {info['python']} ({info['machine']})  "
+        f"numpy {info['numpy']}  opencv {info['opencv']}"
+    )
+    if backends:
+        rt = ", ".join(f"{b.name} {b.version}" for b in backends)
+        print(f"runtimes: {rt}  (using {backends[0].name})")
+    else:
+        print("runtimes: none installed: pip install ai-edge-litert")
+    print(f"delegates: {', '.join(delegates)}  (default threads {default_threads()})")
+    print(f"edge tpu devices: {', '.join(devices) if devices else 'none found'}")
+    print("bundled models:")
+    for name, m in models.items():
+        if "error" in m:
+            print(f"  {name:<22} ERROR {m['error']}")
+        else:
+            print(f"  {name:<22} {m['task']:<15} {m['version']:<8} {m['description'][:60]}")
+    return 0
+
+
+def _edgetpu_library() -> bool:
+    import ctypes.util
+
+    return ctypes.util.find_library("edgetpu") is not None
+
+
+# -- dispatch ------------------------------------------------------------------------------
+Command = tuple[
+    str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]
+]
+
+COMMANDS: list[Command] = [
+    (
+        "infer",
+        "run a model on image files and print one JSON result per image",
+        _infer_args,
+        _infer,
+    ),
+    ("bench", "measure a model's speed and memory here", _bench_args, _bench),
+    ("info", "show runtimes, delegates, Edge TPUs and bundled models", _info_args, _info),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge", description="Camera frames → quantized TFLite → results on MQTT."
+    )
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("EDGE_LOG_LEVEL", "warning"),
+        choices=("debug", "info", "warning", "error"),
+        help="stderr log level (default: warning; EDGE_LOG_LEVEL)",
+    )
+    # Also accepted after the subcommand, where people type it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        choices=("debug", "info", "warning", "error"),
+        help=argparse.SUPPRESS,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text, add_args, func in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        add_args(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EX_USAGE
+    setup_logging(args.log_level)
+    if args.log_level != "debug":
+        # The TFLite C++ runtime logs "INFO: Created TensorFlow Lite XNNPACK delegate" to stderr.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        code: int = args.func(args)
+        return code
+    except EdgeError as exc:
+        print(f"edge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (e.g. `edge infer ... | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception:  # a bug: keep the traceback, it is what a report needs
+        log.exception("unexpected error (please report it with the traceback above)")
+        return EX_SOFTWARE

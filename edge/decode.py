@@ -1,0 +1,79 @@
+"""Reading still images from disk for ``edge infer``, batch mode and the images source.
+
+Decoding is capped (``MAX_PIXELS``) so a decompression bomb is refused instead of exhausting the
+memory budget; the cap is checked from the file header before the pixels are decoded.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.errors import InputError
+
+MAX_SIDE = 8192
+MAX_PIXELS = MAX_SIDE * MAX_SIDE // 2  # 32 Mpx: any real camera still fits
+
+
+def read_image(path: str | Path, grayscale: bool = False) -> np.ndarray:
+    """Decode ``path`` to BGR uint8 (or greyscale). Raises InputError saying what is wrong."""
+    p = Path(path)
+    try:
+        data = np.fromfile(p, dtype=np.uint8)
+    except FileNotFoundError as exc:
+        raise InputError(f"image not found: {p}. Check the path.") from exc
+    except IsADirectoryError as exc:
+        raise InputError(
+            f"{p} is a directory; give image files (or use `edge batch` for folders)"
+        ) from exc
+    except OSError as exc:
+        raise InputError(f"cannot read {p}: {exc.strerror}") from exc
+    return decode_image(data, str(p), grayscale)
+
+
+def decode_image(data: np.ndarray, name: str, grayscale: bool = False) -> np.ndarray:
+    """Decode encoded image bytes (PNG, JPEG, BMP, WebP, …) held in a uint8 array."""
+    if data.size == 0:
+        raise InputError(f"{name} is empty (0 bytes)")
+    size = image_size(data[:65536].tobytes())
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise InputError(
+            f"{name} is too large to decode safely ({size[0]}x{size[1]} pixels; the limit is "
+            f"{MAX_PIXELS // 1_000_000} Mpx). Downscale it first."
+        )
+    flags = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
+    try:
+        image = cv2.imdecode(data, flags)
+    except cv2.error as exc:
+        raise InputError(f"{name} could not be decoded: {exc}") from exc
+    if image is None:
+        raise InputError(
+            f"{name} is not an image OpenCV can decode (corrupt, truncated, or an unsupported "
+            "format). Use PNG, JPEG, BMP, TIFF or WebP."
+        )
+    return image
+
+
+def image_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP header without decoding; None when unknown."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        w, h = struct.unpack(">II", head[16:24])
+        return int(w), int(h)
+    if head[:2] == b"BM" and len(head) >= 26:
+        w, h = struct.unpack("<ii", head[18:26])
+        return abs(int(w)), abs(int(h))
+    if head[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(head):
+            if head[i] != 0xFF:
+                return None
+            marker = head[i + 1]
+            length = struct.unpack(">H", head[i + 2 : i + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">HH", head[i + 5 : i + 9])
+                return int(w), int(h)
+            i += 2 + length
+    return None

@@ -1,0 +1,277 @@
+"""Finding and describing models: a ``.tflite`` path, a model directory, or a bundled name.
+
+A model directory holds one ``.tflite`` and optionally ``labels.txt`` and ``manifest.json``
+(task, preprocessing, postprocessing, thresholds). Anything the manifest leaves out is taken from
+the model's embedded TFLite metadata, then derived from its tensors. Nothing here loads the
+interpreter; :mod:`edge.engine` does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ModelError
+from edge.preprocess import PreprocessConfig
+from edge.result import TASKS
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+LABEL_FILES = ("labels.txt", "labelmap.txt", "labels")
+_ID_LABEL = re.compile(r"^\s*(\d+)(?:\s*[:,]\s*|\s+)(\S.*?)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class PostprocessConfig:
+    """Thresholds and limits for turning outputs into results.
+
+    threshold: minimum score (0..1) for detections and classes. iou_threshold: NMS overlap above
+    which the lower-scoring box of the same class is dropped. logits: the classifier outputs
+    logits (apply softmax); None = decide from the values. labels_offset: added to a class id
+    before the label lookup (for label files that start with a background entry).
+    allow: when non-empty, only these labels are reported.
+    """
+
+    threshold: float = 0.4
+    iou_threshold: float = 0.45
+    max_detections: int = 20
+    top_k: int = 3
+    logits: bool | None = None
+    labels_offset: int = 0
+    allow: frozenset[str] = frozenset()
+
+    def problems(self) -> list[str]:
+        out = []
+        if not 0.0 <= self.threshold <= 1.0:
+            out.append("threshold: must be within 0..1")
+        if not 0.0 < self.iou_threshold <= 1.0:
+            out.append("iou_threshold: must be within (0, 1]")
+        if self.max_detections < 1:
+            out.append("max_detections: must be at least 1")
+        if self.top_k < 1:
+            out.append("top_k: must be at least 1")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Everything known about a model before it is loaded.
+
+    preprocess: None when neither a manifest nor metadata says; the engine then derives it from
+    the input tensor's quantization. task: None means infer it from the output tensors.
+    """
+
+    path: Path
+    name: str
+    version: str = ""
+    task: str | None = None
+    labels: dict[int, str] = field(default_factory=dict)
+    preprocess: PreprocessConfig | None = None
+    postprocess: PostprocessConfig = PostprocessConfig()
+    description: str = ""
+    directory: Path | None = None
+
+
+def parse_labels(text: str) -> dict[int, str]:
+    """Labels from either common format.
+
+    One label per line (line i is class i), or ``id label`` lines with gaps, as Coral's model zoo
+    ships COCO (``0  person``, ``2  car``). The second format is chosen only when every non-empty
+    line starts with a number followed by a label, so a plain list whose labels are numbers
+    (``0``, ``1``) stays a plain list.
+    """
+    lines = [ln.rstrip("\r") for ln in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    content = [ln for ln in lines if ln.strip()]
+    if content and all(_ID_LABEL.match(ln) for ln in content):
+        out = {}
+        for ln in content:
+            m = _ID_LABEL.match(ln)
+            assert m is not None
+            out[int(m.group(1))] = m.group(2)
+        return out
+    return {i: ln.strip() for i, ln in enumerate(lines)}
+
+
+def model_search_path() -> list[Path]:
+    """Where bundled model names are looked up: ``$EDGE_MODEL_PATH`` (colon-separated), the
+    source checkout's ``models/``, then ``<prefix>/share/edge/models`` of an installed copy."""
+    paths = [Path(p) for p in os.environ.get("EDGE_MODEL_PATH", "").split(os.pathsep) if p]
+    paths.append(Path(__file__).resolve().parent.parent / "models")
+    paths.append(Path(sys.prefix) / "share" / "edge" / "models")
+    return [p for p in paths if p.is_dir()]
+
+
+def bundled_models() -> dict[str, Path]:
+    """Bundled model name → directory, first match on the search path wins."""
+    found: dict[str, Path] = {}
+    for root in model_search_path():
+        for d in sorted(root.iterdir()):
+            if d.is_dir() and d.name not in found and any(d.glob("*.tflite")):
+                found[d.name] = d
+    return found
+
+
+def resolve(ref: str | Path) -> tuple[Path, Path | None]:
+    """Find the ``.tflite`` file for ``ref``: (model file, model directory or None)."""
+    p = Path(ref)
+    if p.is_dir():
+        return _tflite_in(p), p
+    if p.exists():
+        return p, (p.parent if (p.parent / MANIFEST).exists() else None)
+    if p.suffix != ".tflite" and os.sep not in str(ref):
+        bundled = bundled_models()
+        if str(ref) in bundled:
+            d = bundled[str(ref)]
+            return _tflite_in(d), d
+        names = ", ".join(sorted(bundled)) or "none found"
+        raise ModelError(
+            f"no model named {str(ref)!r}: it is neither a file, a directory nor a bundled "
+            f"model (bundled: {names}). Give the path to a .tflite file or a model directory."
+        )
+    raise ModelError(
+        f"model file not found: {p}. Check the path, or run `edge info` to list the bundled models."
+    )
+
+
+def _tflite_in(d: Path) -> Path:
+    manifest = _read_manifest(d)
+    if manifest and "model" in manifest:
+        path = d / str(manifest["model"])
+        if not path.exists():
+            raise ModelError(
+                f"{d / MANIFEST} names model {manifest['model']!r}, which is not in "
+                f"{d}. Fix the manifest or restore the file."
+            )
+        return path
+    found = sorted(d.glob("*.tflite"))
+    cpu = [f for f in found if not f.stem.endswith("_edgetpu")]
+    if not found:
+        raise ModelError(
+            f"{d} holds no .tflite model. Put the model file there or give its path directly."
+        )
+    if len(cpu) > 1:
+        raise ModelError(
+            f"{d} holds several .tflite files ({', '.join(f.name for f in found)}): name the "
+            f'one to use with a {MANIFEST} ("model": "file.tflite") or give its path.'
+        )
+    return cpu[0] if cpu else found[0]
+
+
+def _read_manifest(d: Path) -> dict[str, Any] | None:
+    path = d / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}. Fix the JSON or remove the file.") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} must hold a JSON object")
+    return data
+
+
+def _dataclass_from(cls: Any, data: Any, where: str, problems: list[str]) -> Any:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{where}: must be an object")
+        return None
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        problems.append(
+            f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(names))})"
+        )
+        return None
+    values = {
+        k: (tuple(v) if isinstance(v, list) and k not in ("allow",) else v) for k, v in data.items()
+    }
+    if "allow" in values:
+        values["allow"] = frozenset(values["allow"])
+    try:
+        obj = cls(**values)
+    except TypeError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+    problems += [f"{where}.{p}" for p in obj.problems()]
+    return obj
+
+
+def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
+    """Resolve ``ref`` and gather its labels, manifest and embedded metadata (no interpreter)."""
+    path, directory = resolve(ref)
+    manifest = (_read_manifest(directory) if directory else None) or {}
+    where = str(directory / MANIFEST) if directory else str(path)
+    known = {
+        "name",
+        "version",
+        "model",
+        "labels",
+        "task",
+        "description",
+        "made_by",
+        "preprocess",
+        "postprocess",
+        "metrics",
+    }
+    problems = [f"unknown key {k!r}" for k in sorted(set(manifest) - known)]
+    pre = _dataclass_from(PreprocessConfig, manifest.get("preprocess"), "preprocess", problems)
+    post = (
+        _dataclass_from(PostprocessConfig, manifest.get("postprocess"), "postprocess", problems)
+        or PostprocessConfig()
+    )
+    task = task or manifest.get("task")
+    if task is not None and task not in TASKS:
+        problems.append(f"task: {task!r} is not one of {', '.join(TASKS)}")
+    if problems:
+        raise ModelError(f"invalid model manifest {where}: " + "; ".join(problems))
+
+    labels: dict[int, str] = {}
+    label_file = None
+    if directory:
+        named = manifest.get("labels")
+        candidates = [directory / str(named)] if named else [directory / n for n in LABEL_FILES]
+        label_file = next((c for c in candidates if c.is_file()), None)
+        if named and label_file is None:
+            raise ModelError(f"{where} names labels file {named!r}, which does not exist")
+    if label_file is not None:
+        labels = parse_labels(label_file.read_text(encoding="utf-8"))
+
+    name = str(manifest.get("name") or (directory.name if directory else path.stem))
+    version = str(manifest.get("version", ""))
+    description = str(manifest.get("description", ""))
+    meta = _embedded_metadata(path)
+    if meta is not None:
+        labels = labels or meta.labels
+        version = version or meta.version
+        description = description or meta.description
+        if pre is None and meta.mean is not None and meta.std is not None:
+            pre = PreprocessConfig(mean=meta.mean, std=meta.std)
+    return ModelSpec(
+        path=path,
+        name=name,
+        version=version,
+        task=task,
+        labels=labels,
+        preprocess=pre,
+        postprocess=post,
+        description=description,
+        directory=directory,
+    )
+
+
+def _embedded_metadata(path: Path) -> Any:
+    try:
+        from edge.tflite_metadata import read_metadata
+    except ImportError:  # reader not available in this build
+        return None
+    return read_metadata(path)

@@ -1,0 +1,318 @@
+"""Model outputs → results: classification top-k, SSD, YOLOv5/v8 with class-aware NMS,
+segmentation, and raw summaries.
+
+The decoder is chosen once per model from its output tensors (:func:`infer_task`) and built with
+everything it needs (labels, thresholds, quantization) so per-frame work is only the decode.
+Boxes come out as x0, y0, x1, y1 normalized to the source frame and clipped to 0..1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge.errors import ModelError
+from edge.models import PostprocessConfig
+from edge.preprocess import TensorSpec, Transform
+from edge.result import ClassScore, Detection, RawOutput, Segment, box_from_array
+
+# Layouts a single-output detection model can have.
+SSD, YOLOV5, YOLOV8 = "ssd", "yolov5", "yolov8"
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What a decoder produced for one frame; only the fields of its task are filled."""
+
+    detections: tuple[Detection, ...] = ()
+    classes: tuple[ClassScore, ...] = ()
+    segments: tuple[Segment, ...] = ()
+    outputs: tuple[RawOutput, ...] = ()
+    mask: np.ndarray | None = None
+
+
+def infer_task(outputs: Sequence[TensorSpec]) -> tuple[str, str]:
+    """Guess (task, layout) from output tensor shapes.
+
+    Known shapes: SSD post-processed (4 outputs: boxes [1,N,4], classes [1,N], scores [1,N],
+    count [1]); YOLOv5 [1,N,5+C] (N > 5+C); YOLOv8 [1,4+C,N] (N > 4+C); classification [1,C]
+    or [1,1,1,C]; segmentation [1,H,W,C] or [1,H,W] with H,W > 1. Anything else is ``raw``.
+    The limits of the heuristic: a YOLO head with fewer anchors than channels is ambiguous and
+    is read as v8 when the middle axis is the smaller one.
+    """
+    shapes = [tuple(o.shape) for o in outputs]
+    if len(shapes) == 4 and sorted(len(s) for s in shapes) == [1, 2, 2, 3]:
+        return "detection", SSD
+    if len(shapes) == 1:
+        s = shapes[0]
+        if len(s) == 2 and s[0] == 1:
+            return "classification", ""
+        if len(s) == 4 and s[:3] == (1, 1, 1):
+            return "classification", ""
+        if len(s) == 3 and s[0] == 1:
+            a, b = s[1], s[2]
+            if b >= 6 and a > b:
+                return "detection", YOLOV5
+            if a >= 5 and b > a:
+                return "detection", YOLOV8
+        if (len(s) == 4 and s[0] == 1 and s[1] > 1 and s[2] > 1) or (
+            len(s) == 3 and s[0] == 1 and s[1] > 1 and s[2] > 1
+        ):
+            return "segmentation", ""
+    return "raw", ""
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    out: np.ndarray = e / e.sum()
+    return out
+
+
+class Postprocessor:
+    """Decodes one model's outputs. Thread affinity: the inference thread."""
+
+    def __init__(
+        self,
+        task: str,
+        layout: str,
+        outputs: Sequence[TensorSpec],
+        labels: dict[int, str],
+        config: PostprocessConfig,
+    ) -> None:
+        self.task = task
+        self.layout = layout
+        self.outputs = tuple(outputs)
+        self.labels = labels
+        self.config = config
+        self._label_cache: dict[int, str] = {}
+        decoders: dict[str, Callable[[list[np.ndarray], Transform], Decoded]] = {
+            "classification": self._classification,
+            "segmentation": self._segmentation,
+            "raw": self._raw,
+        }
+        if task == "detection":
+            decoders["detection"] = {SSD: self._ssd, YOLOV5: self._yolo, YOLOV8: self._yolo}[layout]
+        if task not in decoders:
+            raise ModelError(
+                f"the model's outputs {[list(o.shape) for o in outputs]} do not fit task "
+                f"{task!r}. Use --task raw to see them, or a model of that task."
+            )
+        self._decode = decoders[task]
+        if task == "detection" and layout == SSD:
+            self._ssd_roles = _ssd_roles(self.outputs)
+
+    def label(self, class_id: int) -> str:
+        """The label of ``class_id`` (its number when the labels do not name it)."""
+        name = self._label_cache.get(class_id)
+        if name is None:
+            name = self.labels.get(class_id + self.config.labels_offset, str(class_id))
+            self._label_cache[class_id] = name
+        return name
+
+    def __call__(self, values: list[np.ndarray], transform: Transform) -> Decoded:
+        """Decode raw output arrays (as stored, quantized or not) for one frame."""
+        return self._decode(values, transform)
+
+    def _allowed(self, label: str) -> bool:
+        return not self.config.allow or label in self.config.allow
+
+    # -- classification -------------------------------------------------------------------
+    def _classification(self, values: list[np.ndarray], transform: Transform) -> Decoded:
+        scores = self.outputs[0].dequantize(values[0]).reshape(-1)
+        logits = self.config.logits
+        if logits is None:
+            logits = bool(scores.min() < -1e-3 or scores.max() > 1.0 + 1e-3)
+        if logits:
+            scores = softmax(scores)
+        k = min(self.config.top_k, scores.size)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        out = []
+        for i in top:
+            s = float(scores[i])
+            label = self.label(int(i))
+            if s >= self.config.threshold and self._allowed(label):
+                out.append(ClassScore(label, int(i), min(1.0, s)))
+        return Decoded(classes=tuple(out))
+
+    # -- detection ------------------------------------------------------------------------
+    def _finish(
+        self,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        class_ids: np.ndarray,
+        transform: Transform,
+        nms: bool,
+    ) -> Decoded:
+        """Threshold, class-aware NMS, top-N, unmap to the source frame (model-normalized
+        x0,y0,x1,y1 in)."""
+        cfg = self.config
+        keep = scores >= cfg.threshold
+        boxes, scores, class_ids = boxes[keep], scores[keep], class_ids[keep]
+        if cfg.allow and len(scores):
+            ok = np.array([self.label(int(c)) in cfg.allow for c in class_ids], bool)
+            boxes, scores, class_ids = boxes[ok], scores[ok], class_ids[ok]
+        if nms and len(scores) > 1:
+            order = nms_class_aware(boxes, scores, class_ids, cfg.iou_threshold)
+        else:
+            order = np.argsort(-scores, kind="stable")
+        order = order[: cfg.max_detections]
+        src = transform.boxes_to_source(boxes[order]) if len(order) else boxes[:0]
+        dets = []
+        for row, i in zip(src, order, strict=True):
+            if row[2] <= row[0] or row[3] <= row[1]:
+                continue  # entirely in letterbox padding or degenerate
+            c = int(class_ids[i])
+            dets.append(
+                Detection(self.label(c), c, min(1.0, float(scores[i])), box_from_array(row))
+            )
+        return Decoded(detections=tuple(dets))
+
+    def _ssd(self, values: list[np.ndarray], transform: Transform) -> Decoded:
+        b, c, s, n = self._ssd_roles
+        count = int(self.outputs[n].dequantize(values[n]).reshape(-1)[0])
+        boxes = self.outputs[b].dequantize(values[b]).reshape(-1, 4)[:count]
+        classes = self.outputs[c].dequantize(values[c]).reshape(-1)[:count]
+        scores = self.outputs[s].dequantize(values[s]).reshape(-1)[:count]
+        # SSD boxes are ymin, xmin, ymax, xmax; the post-process op already applied NMS.
+        xyxy = boxes[:, [1, 0, 3, 2]]
+        return self._finish(xyxy, scores, np.round(classes).astype(np.int64), transform, nms=False)
+
+    def _yolo(self, values: list[np.ndarray], transform: Transform) -> Decoded:
+        spec = self.outputs[0]
+        raw = values[0][0]
+        if self.layout == YOLOV8:
+            raw = raw.T  # [4+C, N] → [N, 4+C]
+        first_class = 5 if self.layout == YOLOV5 else 4
+        # Threshold in the quantized domain first, so only candidates are dequantized.
+        cls_q = raw[:, first_class:]
+        best_q = cls_q.max(axis=1)
+        if spec.quantized and self.layout == YOLOV8:
+            qt = math.floor(self.config.threshold / spec.scale + spec.zero_point)
+            cand = np.nonzero(best_q >= qt)[0]
+        else:
+            cand = np.arange(raw.shape[0])
+        rows = spec.dequantize(raw[cand])
+        cls = rows[:, first_class:]
+        class_ids = cls.argmax(axis=1)
+        scores = cls[np.arange(len(rows)), class_ids]
+        if self.layout == YOLOV5:
+            scores = scores * rows[:, 4]
+        xywh = rows[:, :4]
+        if len(xywh) and float(np.abs(xywh).max()) > 2.0:
+            # Pixel units of the model input (some exports); normalize.
+            h, w = self._input_hw
+            xywh = xywh / np.array([w, h, w, h], np.float32)
+        boxes = np.empty_like(xywh)
+        boxes[:, 0] = xywh[:, 0] - xywh[:, 2] / 2
+        boxes[:, 1] = xywh[:, 1] - xywh[:, 3] / 2
+        boxes[:, 2] = xywh[:, 0] + xywh[:, 2] / 2
+        boxes[:, 3] = xywh[:, 1] + xywh[:, 3] / 2
+        return self._finish(boxes, scores, class_ids, transform, nms=True)
+
+    _input_hw: tuple[int, int] = (1, 1)
+
+    def set_input_size(self, height: int, width: int) -> None:
+        """Tell the decoder the model input size, for outputs in pixel units."""
+        self._input_hw = (height, width)
+
+    # -- segmentation ---------------------------------------------------------------------
+    def _segmentation(self, values: list[np.ndarray], transform: Transform) -> Decoded:
+        out = values[0][0]
+        if out.ndim == 3 and out.shape[2] > 1:
+            # argmax is invariant under the (monotonic) dequantization: skip it.
+            mask = out.argmax(axis=2).astype(np.uint8 if out.shape[2] <= 256 else np.int32)
+        else:
+            mask = out.reshape(out.shape[0], out.shape[1]).astype(np.int32)
+        h, w = mask.shape
+        x0, y0, x1, y1 = transform.valid
+        region = mask[round(y0 * h) : round(y1 * h) or h, round(x0 * w) : round(x1 * w) or w]
+        counts = np.bincount(region.reshape(-1), minlength=1)
+        total = max(1, region.size)
+        segs = []
+        for cid in np.nonzero(counts)[0]:
+            frac = counts[cid] / total
+            label = self.label(int(cid))
+            if self._allowed(label):
+                segs.append(Segment(label, int(cid), float(frac)))
+        segs.sort(key=lambda s: -s.fraction)
+        return Decoded(segments=tuple(segs), mask=mask)
+
+    # -- raw ------------------------------------------------------------------------------
+    def _raw(self, values: list[np.ndarray], transform: Transform) -> Decoded:
+        outs = []
+        for spec, v in zip(self.outputs, values, strict=True):
+            real = spec.dequantize(v)
+            outs.append(
+                RawOutput(
+                    spec.name,
+                    tuple(int(x) for x in v.shape),
+                    str(v.dtype),
+                    float(real.min()),
+                    float(real.max()),
+                    float(real.mean()),
+                    float(real.std()),
+                )
+            )
+        return Decoded(outputs=tuple(outs))
+
+
+def _ssd_roles(outputs: Sequence[TensorSpec]) -> tuple[int, int, int, int]:
+    """(boxes, classes, scores, count) output positions of an SSD post-process model.
+
+    Boxes are the rank-3 tensor and count the rank-1 one. Classes and scores have the same
+    shape; TF1 exports name them ``TFLite_Detection_PostProcess:1`` and ``:2``; TF2 exports
+    order them differently, so without those names the first [1,N] output whose name sorts
+    as ``...:1``-like is not trusted and classes are told from scores by name order where the
+    converter kept the post-process op's output numbering, else by position (TF2 puts scores
+    first).
+    """
+    ranks = [len(o.shape) for o in outputs]
+    b = ranks.index(3)
+    n = ranks.index(1)
+    pair = [i for i, r in enumerate(ranks) if r == 2]
+    names = [outputs[i].name for i in pair]
+    if all(":" in nm and nm.rsplit(":", 1)[1].isdigit() for nm in names) and all(
+        "PostProcess" in nm for nm in names
+    ):
+        pair.sort(key=lambda i: int(outputs[i].name.rsplit(":", 1)[1]))
+        return b, pair[0], pair[1], n
+    # TF2 "StatefulPartitionedCall:N" exports: outputs are [scores, boxes, count, classes].
+    if b == 1 and n == 2:
+        return b, pair[1], pair[0], n
+    return b, pair[0], pair[1], n
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of N×4 and M×4 x0,y0,x1,y1 boxes (any common unit)."""
+    ix0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    out: np.ndarray = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    return out
+
+
+def nms_class_aware(
+    boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float
+) -> np.ndarray:
+    """Indices kept by greedy NMS applied per class, highest score first."""
+    # Offsetting each class into its own region makes one NMS pass class-aware.
+    offset = class_ids.astype(np.float32)[:, None] * 4.0
+    shifted = boxes.astype(np.float32) + offset
+    wh = np.empty_like(shifted)
+    wh[:, :2] = shifted[:, :2]
+    wh[:, 2:] = shifted[:, 2:] - shifted[:, :2]
+    keep = cv2.dnn.NMSBoxes(
+        wh.tolist(), scores.astype(np.float32).tolist(), 0.0, float(iou_threshold)
+    )
+    idx = np.asarray(keep, dtype=np.int64).reshape(-1)
+    return idx[np.argsort(-scores[idx], kind="stable")]

@@ -1,0 +1,259 @@
+"""One small interface over a TFLite interpreter: load a model file, feed the input tensor in
+place, invoke, read outputs.
+
+Every way a model can fail to load is turned into a ModelError (or DelegateError) whose message
+names the cause and the remedy, so the CLI and daemon exit 78 with one line instead of a
+traceback. Thread affinity: an :class:`Interpreter` belongs to one thread; ``invoke()`` releases
+the GIL, so other threads (capture, MQTT) keep running while it works.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.errors import DelegateError, ModelError
+from edge.preprocess import TensorSpec
+from edge.runtime import edgetpu
+from edge.runtime.backends import Backend, load_backend
+
+log = logging.getLogger(__name__)
+
+DELEGATES = ("xnnpack", "cpu", "edgetpu")
+FALLBACKS = ("cpu", "fail")
+EDGETPU_OP = "edgetpu-custom-op"
+_CUSTOM_OP = re.compile(r"unresolved custom op: ([\w\-.]+)", re.IGNORECASE)
+
+
+def default_threads() -> int:
+    """Threads used when none are given: every core up to 4 (unset, TFLite would use 1)."""
+    return max(
+        1,
+        min(
+            4,
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    """How to run a model.
+
+    delegate: ``xnnpack`` (CPU with the XNNPACK delegate, the default), ``cpu`` (builtin kernels
+    only, XNNPACK off), or ``edgetpu`` (Coral). device: Edge TPU ``usb``, ``usb:N``, ``pci``,
+    ``pci:N``. fallback: when the Edge TPU cannot be used, ``cpu`` runs the model on the CPU
+    (and says so in the log and status), ``fail`` raises DelegateError.
+    """
+
+    threads: int | None = None
+    delegate: str = "xnnpack"
+    device: str | None = None
+    fallback: str = "fail"
+    backend: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadInfo:
+    """What loading produced, for ``edge bench``/``edge info`` and the status topic.
+
+    degraded: why the requested delegate is not the one running (empty when it is).
+    """
+
+    backend: str
+    backend_version: str
+    delegate: str
+    threads: int
+    init_ms: float
+    op_counts: dict[str, int] = field(default_factory=dict)
+    delegate_partitions: int = 0
+    degraded: str = ""
+
+
+class Interpreter:
+    """A loaded, allocated model. Build with :func:`load`."""
+
+    def __init__(self, raw: Any, backend: Backend, info: LoadInfo, path: Path) -> None:
+        self._raw = raw
+        self.backend = backend
+        self.info = info
+        self.path = path
+        self.inputs = tuple(TensorSpec.from_details(d) for d in raw.get_input_details())
+        self.outputs = tuple(TensorSpec.from_details(d) for d in raw.get_output_details())
+        self._input_fn = raw.tensor(self.inputs[0].index)
+        self._get = raw.get_tensor
+
+    def input_view(self) -> np.ndarray:
+        """A writable zero-copy view of input 0. Drop it before ``invoke()``: TFLite refuses to
+        run while a view of its buffers is alive."""
+        view: np.ndarray = self._input_fn()
+        return view
+
+    def set_input(self, values: np.ndarray, index: int = 0) -> None:
+        """Copy ``values`` into input ``index`` (for callers that built their own array)."""
+        self._raw.set_tensor(self.inputs[index].index, values)
+
+    def invoke(self) -> None:
+        """Run the model once. Releases the GIL."""
+        self._raw.invoke()
+
+    def output(self, i: int) -> np.ndarray:
+        """A copy of output ``i`` in its stored dtype (quantized values stay quantized)."""
+        out: np.ndarray = self._get(self.outputs[i].index)
+        return out
+
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+
+def check_file(path: Path) -> None:
+    """Cheap checks that catch the common bad files before the runtime sees them."""
+    if not path.exists():
+        raise ModelError(
+            f"model file not found: {path}. Check the path, or run `edge info` to list the "
+            "bundled models."
+        )
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory without a .tflite model in it")
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise ModelError(
+            f"cannot read model file {path}: {exc.strerror}. Check its "
+            "permissions (the service user must be able to read it)."
+        ) from exc
+    if not head:
+        raise ModelError(
+            f"model file {path} is empty (0 bytes): the copy or download was cut "
+            "short. Copy the model again."
+        )
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        shown = head[4:8].decode("latin-1") if len(head) >= 8 else head.decode("latin-1")
+        raise ModelError(
+            f"{path} is not a TFLite model: its file identifier is {shown!r}, expected 'TFL3'. "
+            "Was an HTML page, an ONNX/Keras file or a zip saved as .tflite? Convert the model "
+            "with the TFLite converter (or `edge quantize`) and try again."
+        )
+
+
+def load(path: Path, options: RuntimeOptions | None = None) -> Interpreter:
+    """Load and allocate ``path`` with ``options``.
+
+    Raises ModelError for bad files and unsupported ops, DelegateError when the Edge TPU cannot
+    be used and the fallback is ``fail``, RuntimeUnavailableError when no runtime is installed.
+    """
+    opts = options or RuntimeOptions()
+    if opts.delegate not in DELEGATES:
+        raise ModelError(f"unknown delegate {opts.delegate!r}; use one of {', '.join(DELEGATES)}")
+    if opts.fallback not in FALLBACKS:
+        raise ModelError(f"unknown fallback {opts.fallback!r}; use cpu or fail")
+    check_file(path)
+    backend = load_backend(opts.backend)
+    threads = opts.threads or default_threads()
+    mod = backend.module
+    degraded = ""
+    delegates = []
+    delegate = opts.delegate
+    if delegate == "edgetpu":
+        try:
+            delegates.append(edgetpu.load(mod, opts.device))
+        except DelegateError as exc:
+            if opts.fallback == "fail":
+                raise
+            degraded = f"Edge TPU unavailable, running on the CPU: {exc}"
+            log.warning("%s", degraded)
+            delegate = "xnnpack"
+    kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": threads}
+    if delegates:
+        kwargs["experimental_delegates"] = delegates
+    if delegate == "cpu":
+        kwargs["experimental_op_resolver_type"] = (
+            mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+    t0 = time.perf_counter()
+    try:
+        raw = mod.Interpreter(**kwargs)
+        raw.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise _explain(path, exc, delegate, backend) from exc
+    init_ms = (time.perf_counter() - t0) * 1000
+    counts, partitions = _op_counts(raw)
+    info = LoadInfo(
+        backend.name, backend.version, delegate, threads, init_ms, counts, partitions, degraded
+    )
+    interp = Interpreter(raw, backend, info, path)
+    if not interp.inputs:
+        raise ModelError(f"{path} has no input tensor; edge needs an image input")
+    log.info(
+        "loaded %s with %s %s (delegate %s, %d threads) in %.1f ms",
+        path.name,
+        backend.name,
+        backend.version,
+        delegate,
+        threads,
+        init_ms,
+    )
+    return interp
+
+
+def _op_counts(raw: Any) -> tuple[dict[str, int], int]:
+    """Ops by type and the number of delegate partitions, where the runtime exposes them."""
+    try:
+        ops = raw._get_ops_details()
+    except Exception:  # private API: absent in some runtime versions
+        return {}, 0
+    counts = Counter(str(o.get("op_name", "?")) for o in ops)
+    partitions = counts.pop("DELEGATE", 0)
+    return dict(counts), partitions
+
+
+def _explain(path: Path, exc: Exception, delegate: str, backend: Backend) -> ModelError:
+    """Turn a runtime load error into a ModelError with a cause and a remedy."""
+    text = str(exc)
+    runtime = f"{backend.name} {backend.version}"
+    match = _CUSTOM_OP.search(text)
+    if match and match.group(1) == EDGETPU_OP:
+        return ModelError(
+            f"{path} was compiled for the Coral Edge TPU (it contains {EDGETPU_OP}) but no "
+            "Edge TPU delegate is loaded. Run it with --delegate edgetpu on a machine with a "
+            "Coral and libedgetpu, or use the CPU version of the model (the .tflite you gave "
+            "to edgetpu_compiler)."
+        )
+    if match:
+        hint = (
+            " XNNPACK is off (--delegate cpu); some custom ops are implemented by XNNPACK, so "
+            "try --delegate xnnpack."
+            if delegate == "cpu"
+            else ""
+        )
+        return ModelError(
+            f"{path} uses the custom op {match.group(1)}, which {runtime} does not implement."
+            f"{hint} Re-export the model with builtin ops only (TFLite converter: "
+            "target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] or "
+            "TFLITE_BUILTINS), or run it with a runtime that registers that op."
+        )
+    if "not a valid Flatbuffer" in text or "model identifier" in text:
+        return ModelError(
+            f"{path} is truncated or corrupt (the TFLite flatbuffer does not verify). Copy or "
+            "export the model again and compare its size with the original."
+        )
+    if "mmap of size 0" in text:
+        return ModelError(f"model file {path} is empty: copy the model again.")
+    if "Didn't find op for builtin opcode" in text or "Op builtin_code out of range" in text:
+        return ModelError(
+            f"{path} needs an op version that {runtime} does not have ({text.strip()}). "
+            "Upgrade the runtime (`pip install -U ai-edge-litert`) or export the model with an "
+            "older converter."
+        )
+    return ModelError(f"{path} could not be loaded by {runtime}: {text.strip()}")
