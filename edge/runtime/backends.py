@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
@@ -46,10 +47,12 @@ def _version(dist: str) -> str:
 
 
 def load_backend(preferred: str | None = None) -> Backend:
-    """Import the first available backend (or exactly ``preferred``).
+    """Import the first available backend, or exactly ``preferred`` (default:
+    ``$EDGE_RUNTIME`` when set).
 
     Raises RuntimeUnavailableError naming what to install when none imports.
     """
+    preferred = preferred or os.environ.get("EDGE_RUNTIME") or None
     names = [preferred] if preferred else list(BACKENDS)
     errors = []
     for name in names:
