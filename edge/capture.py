@@ -1,0 +1,305 @@
+"""The capture thread, which owns a frame source, and the one-slot hand-off to the pipeline.
+
+A :class:`CaptureThread` opens its source, reads frames as fast as the source delivers them and
+puts each into a :class:`LatestFrame`, which keeps only the newest: when inference is slower
+than the camera, the older unconsumed frame is dropped and counted, so latency never grows. A
+source that fails (SourceError) is closed and reopened with exponential backoff; the thread's
+:class:`CaptureStatus` tells the daemon what is happening for its status topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edge.errors import InputError, SourceError
+from edge.frame import Frame
+from edge.sources import Source, SourceSpec, open_source
+
+log = logging.getLogger(__name__)
+
+STATES = ("starting", "streaming", "reconnecting", "ended", "failed", "stopped")
+FINAL_STATES = frozenset({"ended", "failed", "stopped"})
+
+
+class LatestFrame:
+    """A one-slot, drop-oldest hand-off between one producer and one consumer thread.
+
+    ``put_count`` counts frames put, ``dropped`` those replaced before anyone took them. Both
+    are plain ints read without the lock (a slightly stale value is fine for a status report).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+        self.put_count = 0
+        self.dropped = 0
+
+    def put(self, frame: Frame) -> bool:
+        """Offer ``frame``, replacing (and counting as dropped) one not yet taken.
+
+        Returns False, and keeps nothing, once the hand-off is closed.
+        """
+        with self._cond:
+            if self._closed:
+                return False
+            if self._frame is not None:
+                self.dropped += 1
+            self._frame = frame
+            self.put_count += 1
+            self._cond.notify()
+            return True
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The newest frame, waiting up to ``timeout`` seconds (None = forever) for one.
+
+        None means the wait timed out or the hand-off is closed and empty (check ``closed``).
+        A frame put before ``close()`` is still returned.
+        """
+        with self._cond:
+            self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
+            frame, self._frame = self._frame, None
+            return frame
+
+    def close(self) -> None:
+        """No more frames will come: wake every waiting ``get``; later ``put`` calls are refused."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureStats:
+    """A consistent snapshot of a capture thread.
+
+    state: one of STATES. frames: frames delivered since the thread started. reopens: times
+    the source was closed after a failure and a reopen scheduled. last_error: the message
+    of the most recent failure, kept after recovery. since: ``time.monotonic()`` of the last
+    state change. last_frame: ``ts_mono`` of the last frame delivered, None before the first.
+    """
+
+    state: str
+    frames: int
+    reopens: int
+    last_error: str | None
+    since: float
+    last_frame: float | None
+
+
+class CaptureStatus:
+    """Thread-safe state and counters of one capture thread; written by it, read by anyone."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._state = "starting"
+        self._since = time.monotonic()
+        self._frames = 0
+        self._reopens = 0
+        self._last_error: str | None = None
+        self._last_frame: float | None = None
+        # The exception that put the thread in "failed" (an InputError makes the daemon exit 66).
+        self.error: Exception | None = None
+        # The latest state changes, oldest first, for diagnostics and tests.
+        self.history: deque[str] = deque(maxlen=32)
+        self.history.append(self._state)
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def snapshot(self) -> CaptureStats:
+        with self._cond:
+            return CaptureStats(
+                self._state,
+                self._frames,
+                self._reopens,
+                self._last_error,
+                self._since,
+                self._last_frame,
+            )
+
+    def wait_for(self, *states: str, timeout: float | None = None) -> bool:
+        """Block until the state is one of ``states``; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._state in states, timeout)
+
+    def set_state(self, state: str, error: Exception | None = None) -> None:
+        with self._cond:
+            if error is not None:
+                self._last_error = str(error)
+                if state == "failed":
+                    self.error = error
+            if state != self._state:
+                self._state = state
+                self._since = time.monotonic()
+                self.history.append(state)
+                self._cond.notify_all()
+
+    def count_frame(self, ts_mono: float) -> None:
+        with self._cond:
+            self._frames += 1
+            self._last_frame = ts_mono
+
+    def count_reopen(self, error: Exception) -> None:
+        with self._cond:
+            self._reopens += 1
+            self._last_error = str(error)
+
+
+class CaptureThread(threading.Thread):
+    """Owns a source: opens it, reads it, reopens it after failures; named ``capture-<name>``.
+
+    source: a Source, or a SourceSpec to build one from (ConfigError surfaces here).
+    Frames go to ``handoff`` (a LatestFrame, closed when the thread ends so the consumer wakes)
+    or to ``on_frame``, called on this thread for each frame (it must be quick); give one.
+    stop: an event shared with other threads, set to stop them all; one is made if not given.
+
+    Failures: SourceError → state ``reconnecting``, the source is closed and reopened after
+    ``backoff`` seconds, doubling up to ``backoff_max``; the delay resets once a reopened source
+    delivers a frame. InputError (a file that cannot be read) → ``failed``, the error kept for
+    ``fatal_error()``. Any other exception is a bug or an unwrapped library error → ``failed``.
+    End of a finite source → ``ended``. After ``stop()`` → ``stopped``.
+    """
+
+    def __init__(
+        self,
+        source: Source | SourceSpec,
+        handoff: LatestFrame | None = None,
+        *,
+        on_frame: Callable[[Frame], object] | None = None,
+        stop: threading.Event | None = None,
+        backoff: float = 1.0,
+        backoff_max: float = 30.0,
+    ) -> None:
+        deliver: Callable[[Frame], object]
+        if handoff is not None and on_frame is None:
+            deliver = handoff.put
+        elif on_frame is not None and handoff is None:
+            deliver = on_frame
+        else:
+            raise ValueError("give exactly one of handoff and on_frame")
+        if isinstance(source, SourceSpec):
+            source = open_source(source)
+        super().__init__(name=f"capture-{source.name}", daemon=True)
+        self.source = source
+        self.handoff = handoff
+        self._deliver = deliver
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self._status = CaptureStatus()
+        self._stop_event = stop if stop is not None else threading.Event()
+        self._delay = backoff
+
+    # -- what the daemon reads (any thread) ---------------------------------------------------
+
+    def stats(self) -> CaptureStats:
+        """A consistent snapshot of state and counters."""
+        return self._status.snapshot()
+
+    def status(self) -> dict[str, object]:
+        """The snapshot as a dict for the status topic: state, frames, reopens, last_error,
+        since (monotonic seconds), last_frame (ts_mono of the newest frame)."""
+        st = self._status.snapshot()
+        return {
+            "state": st.state,
+            "frames": st.frames,
+            "reopens": st.reopens,
+            "last_error": st.last_error,
+            "since": st.since,
+            "last_frame": st.last_frame,
+        }
+
+    def fatal_error(self) -> Exception | None:
+        """The error that made capture fail for good (InputError: exit 66), else None."""
+        return self._status.error
+
+    def wait_for_state(self, *states: str, timeout: float | None = None) -> bool:
+        """Block until the state is one of ``states``; False on timeout."""
+        return self._status.wait_for(*states, timeout=timeout)
+
+    @property
+    def history(self) -> list[str]:
+        """The latest state changes, oldest first."""
+        return list(self._status.history)
+
+    def stop(self) -> None:
+        """Ask the thread to end and close the source so a blocked read returns; does not join.
+
+        Source.close() is safe from this thread (backends defer releasing the device to the
+        reading thread), so ``join()`` returns as soon as the read does: at once for files and
+        the synthetic source, within one frame or ~0.1 s for cameras, and within the backend's
+        stall timeout only if the device has stopped delivering (the thread is a daemon thread
+        and never holds up process exit).
+        """
+        self._stop_event.set()
+        try:
+            self.source.close()
+        except Exception:
+            log.exception("closing source %r from stop() failed", self.source.name)
+
+    def run(self) -> None:
+        name = self.source.name
+        try:
+            while not self._stop_event.is_set():
+                try:
+                    self.source.open()
+                    if self._pump():
+                        self._status.set_state("ended")
+                        log.info("capture %r: end of stream", name)
+                        return
+                except InputError as exc:
+                    self._status.set_state("failed", exc)
+                    log.error("capture %r: %s", name, exc)
+                    return
+                except SourceError as exc:
+                    if self._stop_event.is_set():
+                        break
+                    self._close_source()
+                    self._status.count_reopen(exc)
+                    self._status.set_state("reconnecting", exc)
+                    log.warning("capture %r: %s; reopening in %.3g s", name, exc, self._delay)
+                    if self._stop_event.wait(self._delay):
+                        break
+                    self._delay = min(self._delay * 2, self.backoff_max)
+                except Exception as exc:
+                    self._status.set_state("failed", exc)
+                    log.exception("capture %r: unexpected error; capture stops", name)
+                    return
+        finally:
+            self._close_source()
+            if self.handoff is not None:
+                self.handoff.close()
+            if self._status.state not in FINAL_STATES:
+                self._status.set_state("stopped")
+                log.info("capture %r: stopped", name)
+
+    def _pump(self) -> bool:
+        """Read and deliver until end of stream (True) or stop (False); SourceError propagates."""
+        first = True
+        while not self._stop_event.is_set():
+            frame = self.source.read()
+            if frame is None:
+                return True
+            if first:
+                first = False
+                self._delay = self.backoff
+                self._status.set_state("streaming")
+                log.info("capture %r: streaming", self.source.name)
+            self._deliver(frame)
+            self._status.count_frame(frame.ts_mono)
+        return False
+
+    def _close_source(self) -> None:
+        try:
+            self.source.close()
+        except Exception:
+            log.exception("closing source %r failed", self.source.name)

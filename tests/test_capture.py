@@ -1,0 +1,285 @@
+"""The one-slot hand-off and the capture thread: drops, reconnection with backoff, end, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.capture import CaptureThread, LatestFrame
+from edge.errors import SourceError
+from edge.frame import Frame
+from edge.sources import SourceSpec
+from edge.sources.opencv import OpenCVSource
+from edge.sources.synthetic import SyntheticSource
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def frame(seq: int) -> Frame:
+    return Frame(np.zeros((2, 2, 3), np.uint8), seq, time.monotonic(), time.time(), "t")
+
+
+def synthetic(fps: float | None = None, name: str = "cam") -> SyntheticSource:
+    return SyntheticSource(SourceSpec(kind="synthetic", name=name, fps=fps, width=64, height=48))
+
+
+class FlakySource:
+    """A real synthetic source behind the Source interface that fails on command.
+
+    open_failures: how many opens fail before one succeeds. fail_after_reads: after this many
+    reads on one opening, the next read raises SourceError (like a camera that stops).
+    """
+
+    def __init__(self, open_failures: int = 0, fail_after_reads: int | None = None) -> None:
+        self.inner = synthetic()
+        self.name = self.inner.name
+        self.open_failures = open_failures
+        self.fail_after_reads = fail_after_reads
+        self.open_times: list[float] = []
+        self._reads = 0
+
+    def open(self) -> None:
+        self.open_times.append(time.monotonic())
+        if self.open_failures > 0:
+            self.open_failures -= 1
+            raise SourceError("camera unplugged; plug it back in")
+        self._reads = 0
+        self.inner.open()
+
+    def read(self) -> Frame | None:
+        if self.fail_after_reads is not None and self._reads >= self.fail_after_reads:
+            raise SourceError("camera stopped delivering frames")
+        self._reads += 1
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+# -- LatestFrame --------------------------------------------------------------------------------
+
+
+def test_latest_frame_drops_the_oldest_and_counts_it() -> None:
+    """Putting over an untaken frame replaces it; get returns the newest and counts the drops."""
+    slot = LatestFrame()
+    for i in range(3):
+        assert slot.put(frame(i))
+    got = slot.get(timeout=0)
+    assert got is not None and got.seq == 2
+    assert (slot.put_count, slot.dropped) == (3, 2)
+    slot.put(frame(3))
+    assert slot.get(0) is not None and slot.dropped == 2  # a taken frame is not a drop
+
+
+def test_latest_frame_get_waits_for_a_put_from_another_thread() -> None:
+    """get blocks until a producer thread puts a frame, then returns that frame."""
+    slot = LatestFrame()
+    got: list[Frame | None] = []
+    waiting = threading.Event()
+
+    def consumer() -> None:
+        waiting.set()
+        got.append(slot.get(timeout=5))
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    waiting.wait()
+    slot.put(frame(7))
+    t.join(5)
+    assert got and got[0] is not None and got[0].seq == 7
+
+
+def test_latest_frame_get_times_out_empty() -> None:
+    """get on an empty open slot returns None after the timeout."""
+    slot = LatestFrame()
+    start = time.monotonic()
+    assert slot.get(timeout=0.05) is None
+    assert time.monotonic() - start >= 0.04 and not slot.closed
+
+
+def test_latest_frame_close_wakes_waiters_and_refuses_puts() -> None:
+    """close wakes a blocked get (None) and later puts are refused; a frame put before is kept."""
+    slot = LatestFrame()
+    got: list[Frame | None] = []
+    t = threading.Thread(target=lambda: got.append(slot.get()))
+    t.start()
+    slot.close()
+    t.join(2)
+    assert not t.is_alive() and got == [None]
+    assert not slot.put(frame(1))
+    kept = LatestFrame()
+    kept.put(frame(5))
+    kept.close()
+    last = kept.get(0)
+    assert last is not None and last.seq == 5 and kept.get(0) is None
+
+
+# -- CaptureThread ------------------------------------------------------------------------------
+
+
+def test_capture_thread_streams_into_the_handoff() -> None:
+    """The thread is named after the camera, delivers frames and reports streaming."""
+    slot = LatestFrame()
+    cap = CaptureThread(synthetic(fps=100, name="door"), slot)
+    assert cap.name == "capture-door"
+    cap.start()
+    try:
+        first = slot.get(timeout=5)
+        assert first is not None and first.source == "door"
+        assert cap.wait_for_state("streaming", timeout=5)
+        second = slot.get(timeout=5)
+        assert second is not None and second.seq > first.seq
+    finally:
+        cap.stop()
+        cap.join(2)
+    status = cap.status()
+    assert status["state"] == "stopped" and status["frames"] >= 2 and status["reopens"] == 0
+    assert slot.closed
+
+
+def test_capture_thread_reopens_with_exponential_backoff() -> None:
+    """Failed opens are retried after 1x, 2x, 4x the backoff; then the thread streams again."""
+    source = FlakySource(open_failures=3)
+    frames: list[Frame] = []
+    cap = CaptureThread(source, on_frame=frames.append, backoff=0.05)
+    cap.start()
+    try:
+        assert cap.wait_for_state("streaming", timeout=5)
+    finally:
+        cap.stop()
+        cap.join(2)
+    gaps = np.diff(source.open_times)
+    assert len(gaps) == 3
+    for gap, want in zip(gaps, (0.05, 0.1, 0.2), strict=True):
+        assert gap >= want * 0.95
+    assert cap.history[:3] == ["starting", "reconnecting", "streaming"]
+    stats = cap.stats()
+    assert stats.reopens == 3 and stats.last_error == "camera unplugged; plug it back in"
+    assert frames and cap.fatal_error() is None
+
+
+def test_capture_thread_backoff_is_capped() -> None:
+    """The reopen delay stops doubling at backoff_max."""
+    source = FlakySource(open_failures=5)
+    cap = CaptureThread(source, on_frame=lambda f: None, backoff=0.05, backoff_max=0.1)
+    cap.start()
+    try:
+        assert cap.wait_for_state("streaming", timeout=5)
+    finally:
+        cap.stop()
+        cap.join(2)
+    gaps = np.diff(source.open_times)
+    assert len(gaps) == 5 and gaps[-1] < 0.3  # uncapped it would be 0.8 s
+
+
+def test_capture_thread_recovers_a_source_that_stops_mid_stream() -> None:
+    """A read failure closes and reopens the source; seq keeps increasing across the reopen."""
+    source = FlakySource(fail_after_reads=3)
+    frames: list[Frame] = []
+    done = threading.Event()
+
+    def collect(f: Frame) -> None:
+        frames.append(f)
+        if len(frames) == 7:
+            done.set()
+
+    cap = CaptureThread(source, on_frame=collect, backoff=0.01)
+    cap.start()
+    try:
+        assert done.wait(5)
+    finally:
+        cap.stop()
+        cap.join(2)
+    seqs = [f.seq for f in frames]
+    assert seqs == sorted(set(seqs))
+    assert cap.stats().reopens >= 2
+    assert cap.history[:4] == ["starting", "streaming", "reconnecting", "streaming"]
+
+
+def test_capture_thread_ends_with_a_finite_source(tmp_path: Path) -> None:
+    """At the end of a file the state is ended, every frame was delivered, the hand-off closes."""
+    frames: list[Frame] = []
+    spec = SourceSpec(kind="opencv", target=str(ROOT / "samples" / "shapes.mp4"))
+    cap = CaptureThread(spec, on_frame=frames.append)
+    cap.start()
+    cap.join(10)
+    assert not cap.is_alive() and cap.status()["state"] == "ended"
+    assert [f.index for f in frames] == list(range(120))
+    slot = LatestFrame()
+    images = tmp_path / "one.png"
+    cv2.imwrite(str(images), np.zeros((8, 8, 3), np.uint8))
+    cap = CaptureThread(SourceSpec(kind="images", target=str(images)), slot)
+    cap.start()
+    cap.join(5)
+    assert cap.status()["state"] == "ended" and slot.closed
+    assert slot.get(0) is not None and slot.get(0) is None
+
+
+def test_capture_thread_fails_on_an_input_error(tmp_path: Path) -> None:
+    """A missing file fails capture for good and keeps the InputError for the daemon."""
+    slot = LatestFrame()
+    source = OpenCVSource(SourceSpec(kind="opencv", target=str(tmp_path / "gone.mp4")))
+    cap = CaptureThread(source, slot)
+    cap.start()
+    cap.join(5)
+    err = cap.fatal_error()
+    assert cap.status()["state"] == "failed" and err is not None and err.exit_code == 66
+    assert "gone.mp4" in str(cap.status()["last_error"]) and slot.closed
+
+
+def test_capture_thread_fails_on_an_unexpected_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in a source (not a SourceError) stops capture as failed, with a traceback logged."""
+
+    class Broken(FlakySource):
+        def read(self) -> Frame | None:
+            raise ZeroDivisionError("bug")
+
+    cap = CaptureThread(Broken(), on_frame=lambda f: None)
+    cap.start()
+    cap.join(5)
+    assert cap.status()["state"] == "failed"
+    assert isinstance(cap.fatal_error(), ZeroDivisionError) and "Traceback" in caplog.text
+
+
+def test_stop_returns_quickly_while_a_read_is_blocked() -> None:
+    """stop() during a read waiting 2 s for its frame lets join finish well within a second."""
+    slot = LatestFrame()
+    cap = CaptureThread(synthetic(fps=0.5), slot)
+    cap.start()
+    assert slot.get(timeout=5) is not None  # the next frame is due in 2 s
+    start = time.monotonic()
+    cap.stop()
+    cap.join(1.0)
+    assert not cap.is_alive() and time.monotonic() - start < 0.5
+    assert cap.status()["state"] == "stopped"
+
+
+def test_stop_during_backoff_is_immediate() -> None:
+    """stop() while waiting to reopen ends the thread at once, not after the delay."""
+    cap = CaptureThread(FlakySource(open_failures=100), on_frame=lambda f: None, backoff=30)
+    cap.start()
+    assert cap.wait_for_state("reconnecting", timeout=5)
+    start = time.monotonic()
+    cap.stop()
+    cap.join(1.0)
+    assert not cap.is_alive() and time.monotonic() - start < 0.5
+
+
+def test_shared_stop_event_and_output_choice() -> None:
+    """A shared stop event stops the thread; exactly one of handoff and on_frame is required."""
+    stop = threading.Event()
+    cap = CaptureThread(synthetic(fps=50), on_frame=lambda f: None, stop=stop)
+    cap.start()
+    assert cap.wait_for_state("streaming", timeout=5)
+    stop.set()
+    cap.join(1.0)
+    assert not cap.is_alive()
+    with pytest.raises(ValueError, match="exactly one"):
+        CaptureThread(synthetic())
+    with pytest.raises(ValueError, match="exactly one"):
+        CaptureThread(synthetic(), LatestFrame(), on_frame=lambda f: None)
