@@ -20,7 +20,8 @@ from edge.frame import Frame
 from edge.scene import MovingScene
 from edge.sources import REGISTRY, Source, SourceSpec, open_source, parse_source
 from edge.sources.base import Pacer
-from edge.sources.images import ImagesSource, header_size
+from edge.decode import header_size
+from edge.sources.images import ImagesSource
 from edge.sources.opencv import OpenCVSource, _redact
 from edge.sources.synthetic import SyntheticSource
 
@@ -427,7 +428,7 @@ def test_images_refuses_oversized_images(tmp_path: Path, caplog: pytest.LogCaptu
     while source.read() is not None:
         pass
     assert source.skipped == 1
-    assert "300x200, above the 19200 pixel cap" in caplog.text
+    assert "300x200 pixels; the limit is 19200 pixels" in caplog.text
 
 
 def test_header_size_reads_common_formats() -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import struct
 from pathlib import Path
 from typing import ClassVar
 
-import cv2
 import numpy as np
 
+from edge.decode import MAX_PIXELS, decode_image
 from edge.errors import InputError
 from edge.frame import Frame
 from edge.sources.base import BaseSource, Options, Pacer, SourceSpec
@@ -24,8 +23,6 @@ from edge.sources.base import BaseSource, Options, Pacer, SourceSpec
 log = logging.getLogger(__name__)
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
-# 8192 × 8192 × 3 bytes = 192 MiB decoded: more than a Pi should allocate for one input frame.
-MAX_PIXELS = 8192 * 8192
 GLOB_CHARS = frozenset("*?[")
 
 
@@ -83,27 +80,19 @@ class ImagesSource(BaseSource):
         image, problem = self._load(path)
         if problem is not None:
             self.skipped += 1
-            log.warning("skipping %s: it %s; fix or remove the file", path, problem)
+            log.warning("skipping an image: %s", problem)
             return None
         return image
 
     def _load(self, path: str) -> tuple[np.ndarray | None, str | None]:
         try:
-            data = np.fromfile(path, dtype=np.uint8)  # unlike imread, copes with any file name
+            return decode_image(
+                np.fromfile(path, dtype=np.uint8), path, max_pixels=self.max_pixels
+            ), None
         except OSError as exc:
-            return None, f"cannot be read ({exc.strerror or exc})"
-        size = header_size(data[:65536].tobytes())
-        if size is None or size[0] * size[1] <= self.max_pixels:
-            try:
-                image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-            except cv2.error as exc:
-                return None, f"cannot be decoded ({exc.err})"
-            if image is None:
-                return None, "is not a readable image (truncated, or not an image format)"
-            size = (image.shape[1], image.shape[0])
-        if size[0] * size[1] > self.max_pixels:
-            return None, f"is {size[0]}x{size[1]}, above the {self.max_pixels} pixel cap"
-        return image, None
+            return None, f"cannot read {path}: {exc.strerror or exc}"
+        except InputError as exc:
+            return None, str(exc)
 
 
 def list_images(target: str) -> list[str]:
@@ -126,41 +115,3 @@ def list_images(target: str) -> list[str]:
     if path.is_file():
         return [target]
     raise InputError(f"image file or folder {target!r} does not exist; check the path")
-
-
-def header_size(head: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG, JPEG or BMP header without decoding; None if not recognised.
-
-    Lets an oversized image be refused before the decoder allocates its pixels; other formats
-    are checked after decoding.
-    """
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
-        w, h = struct.unpack(">II", head[16:24])
-        return int(w), int(h)
-    if head[:2] == b"BM" and len(head) >= 26:
-        w, h = struct.unpack("<ii", head[18:26])
-        return abs(int(w)), abs(int(h))
-    if head[:2] == b"\xff\xd8":
-        return _jpeg_size(head)
-    return None
-
-
-def _jpeg_size(head: bytes) -> tuple[int, int] | None:
-    # Walk the marker segments to the first start-of-frame (SOF0..SOF15 except DHT/JPG/DAC).
-    i = 2
-    while i + 9 <= len(head):
-        if head[i] != 0xFF:
-            return None
-        marker = head[i + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
-            i += 2
-            continue
-        length = struct.unpack(">H", head[i + 2 : i + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", head[i + 5 : i + 9])
-            return int(w), int(h)
-        i += 2 + length
-    return None
