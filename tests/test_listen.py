@@ -1,0 +1,175 @@
+"""``edge listen`` against a real mosquitto: readable lines, raw JSON lines, filters, errors."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import threading
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+import pytest
+from broker import Broker, free_port
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.errors import SinkError
+from edge.listen import add_arguments, listen, run
+
+RESULT = {
+    "schema": 1,
+    "model": {"name": "ssd", "version": "1"},
+    "task": "detection",
+    "source": "front",
+    "frame": {"width": 640, "height": 480, "index": 7},
+    "timings_ms": {"preprocess": 1.0, "invoke": 9.0, "postprocess": 0.5},
+    "detections": [
+        {"label": "person", "class_id": 0, "score": 0.91, "box": [0.1, 0.1, 0.5, 0.9]},
+        {"label": "dog", "class_id": 17, "score": 0.55, "box": [0.6, 0.5, 0.9, 0.9]},
+    ],
+    "device": "dev1",
+    "camera": "front",
+    "seq": 42,
+    "boot_id": "b00t",
+}
+
+
+def retain(broker: Broker, messages: list[tuple[str, bytes]]) -> None:
+    """Publish retained messages and return once the broker acknowledged all of them."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    done = threading.Event()
+    acked: set[int] = set()
+    mids: set[int] = set()
+    lock = threading.Lock()
+
+    def on_publish(_c: object, _u: object, mid: int, _rc: object, _p: object) -> None:
+        with lock:
+            acked.add(mid)
+            if mids and mids <= acked:
+                done.set()
+
+    client.on_publish = on_publish
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    with lock:
+        for topic, payload in messages:
+            mids.add(client.publish(topic, payload, qos=1, retain=True).mid)
+        if mids <= acked:
+            done.set()
+    assert done.wait(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def result_payload() -> bytes:
+    return json.dumps({**RESULT, "captured_at": datetime.now(UTC).isoformat()}).encode()
+
+
+def test_prints_a_readable_result_line(broker: Broker) -> None:
+    """A result becomes one line with device/camera, seq, labels with scores and e2e latency."""
+    retain(broker, [("edge/dev1/front/result", result_payload())])
+    out = io.StringIO()
+    assert listen(broker.host, broker.port, "edge", None, False, 1, 10, out) == 0
+    line = out.getvalue()
+    assert line.count("\n") == 1
+    assert "dev1/front #42 person 0.91, dog 0.55 e2e " in line
+    assert line.rstrip().endswith("ms (retained)")
+
+
+def test_prints_raw_json_lines(broker: Broker) -> None:
+    """--raw prints one JSON object per message with the parsed payload."""
+    payload = result_payload()
+    retain(broker, [("edge/dev1/front/result", payload)])
+    out = io.StringIO()
+    listen(broker.host, broker.port, "edge", "dev1", True, 1, 10, out)
+    obj = json.loads(out.getvalue())
+    assert obj == {
+        "topic": "edge/dev1/front/result",
+        "retained": True,
+        "payload": json.loads(payload),
+    }
+
+
+def test_status_stats_and_snapshot_lines_and_device_filter(broker: Broker) -> None:
+    """Status and stats are summarized, snapshots shown by size; other devices are filtered out."""
+    retain(
+        broker,
+        [
+            ("edge/dev1/status", b"online"),
+            (
+                "edge/dev1/stats",
+                json.dumps({"fps": 9.876, "cameras": {"front": {"drops": 3}}}).encode(),
+            ),
+            ("edge/dev1/front/snapshot", b"\xff\xd8" + bytes(2000)),
+            ("edge/dev2/status", b"offline"),
+        ],
+    )
+    out = io.StringIO()
+    listen(broker.host, broker.port, "edge", "dev1", False, 3, 10, out)
+    lines = sorted(out.getvalue().splitlines(), key=lambda s: s.split(" ", 2)[2])
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "dev1/front snapshot 2,002 bytes (retained)",
+        "dev1 stats fps=9.88 cameras.front.drops=3 (retained)",
+        "dev1 status online (retained)",
+    ]
+    raw = io.StringIO()
+    listen(broker.host, broker.port, "edge", "dev1", True, 3, 10, raw)
+    snap = next(json.loads(x) for x in raw.getvalue().splitlines() if "snapshot" in x)
+    assert snap == {
+        "topic": "edge/dev1/front/snapshot",
+        "retained": True,
+        "payload": None,
+        "bytes": 2002,
+    }
+
+
+def test_timeout_with_no_messages_returns_zero(broker: Broker) -> None:
+    """With nothing published, listen returns 0 after the timeout and prints nothing."""
+    out = io.StringIO()
+    assert listen(broker.host, broker.port, "edge", None, False, None, 0.3, out) == 0
+    assert out.getvalue() == ""
+
+
+def test_unreachable_broker_raises_sink_error() -> None:
+    """No broker on the port: SinkError naming the address and what to check."""
+    port = free_port()
+    with pytest.raises(SinkError, match=f"127.0.0.1:{port}.*--broker"):
+        listen("127.0.0.1", port, "edge", None, False, 1, 1, io.StringIO())
+
+
+def test_cli_unreachable_broker_exits_1_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    """run() turns an unreachable broker into exit code 1 and one message on stderr."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--broker", f"127.0.0.1:{free_port()}", "--count", "1"])
+    assert run(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edge listen: cannot reach the MQTT broker at 127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--broker", "mqtt.local"], ("mqtt.local", 1883)),
+        (["--broker", "10.0.0.2:8883"], ("10.0.0.2", 8883)),
+        (["--broker", "[::1]:1884"], ("::1", 1884)),
+    ],
+)
+def test_broker_argument_forms(argv: list[str], expected: tuple[str, int]) -> None:
+    """--broker accepts HOST, HOST:PORT and [IPv6]:PORT."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(argv).broker == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--broker", "host:notaport"], ["--device", "a/b"], ["--count", "0"], ["--timeout", "-1"]],
+)
+def test_bad_arguments_are_usage_errors(argv: list[str]) -> None:
+    """Malformed options are rejected by the parser (exit 2)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(argv)
+    assert info.value.code == 2
