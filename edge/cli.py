@@ -288,6 +288,129 @@ def _edgetpu_library() -> bool:
     return ctypes.util.find_library("edgetpu") is not None
 
 
+# -- run / check-config ---------------------------------------------------------------------
+def _broker(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "1883")
+    try:
+        return host or "localhost", int(port)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}") from exc
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        help="TOML configuration file (see `edge check-config "
+        "--reference`); flags below override it",
+    )
+    p.add_argument(
+        "--source",
+        help="camera 0's source: picamera2, synthetic, /dev/videoN, a "
+        "camera index, rtsp:// or http:// URL, a video file, an image folder or glob",
+    )
+    p.add_argument("--camera", help="camera 0's name (default: camera)")
+    p.add_argument("--fps", type=float, help="camera 0's target frame rate")
+    p.add_argument("--loop", action="store_true", help="restart file sources at their end")
+    p.add_argument("--model", help="model: .tflite, model directory or bundled name")
+    p.add_argument("--threads", type=int, help="interpreter threads")
+    p.add_argument("--delegate", choices=DELEGATE_CHOICES)
+    p.add_argument("--broker", type=_broker, help="MQTT broker HOST:PORT")
+    p.add_argument("--device", help="device id (second topic level)")
+    p.add_argument("--prefix", help="topic prefix (default edge)")
+    p.add_argument("--protocol", choices=("5", "3.1.1"), help="MQTT protocol version")
+    p.add_argument("--state-dir", help="where the durable outbox lives")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+
+
+def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Dotted config keys set by ``edge run`` flags."""
+    o: dict[str, Any] = {}
+    flags = {
+        "source": "cameras.0.source",
+        "camera": "cameras.0.name",
+        "fps": "cameras.0.fps",
+        "model": "model.path",
+        "threads": "model.threads",
+        "delegate": "model.delegate",
+        "device": "device",
+        "prefix": "mqtt.prefix",
+        "protocol": "mqtt.protocol",
+        "state_dir": "state_dir",
+    }
+    for flag, dotted in flags.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            o[dotted] = value
+    if getattr(args, "loop", False):
+        o["cameras.0.loop"] = True
+    if getattr(args, "broker", None):
+        o["mqtt.host"], o["mqtt.port"] = args.broker
+    return o
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge import config as cfg
+    from edge.daemon import Daemon
+
+    overrides = run_overrides(args)
+    if args.config is None and "cameras.0.source" not in overrides:
+        raise _usage(
+            "give --config FILE, or at least --source (e.g. `edge run --source synthetic`)"
+        )
+    config = cfg.load(args.config, overrides)
+    if "log_level" not in args or args.log_level == "warning":
+        logging.getLogger().setLevel(config.log_level.upper())
+    reload = (lambda: cfg.load(args.config, overrides)) if args.config else None
+    return Daemon(config, reload=reload, duration=args.duration).run()
+
+
+def _check_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", nargs="?", help="the TOML file to check")
+    p.add_argument(
+        "--reference",
+        action="store_true",
+        help="print the configuration reference (Markdown) instead",
+    )
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from edge import config as cfg
+
+    if args.reference:
+        print(cfg.reference())
+        return 0
+    if not args.file:
+        raise _usage("give a configuration file to check, or --reference")
+    config = cfg.load(args.file)
+    cams = ", ".join(f"{c.name} ({c.source})" for c in config.cameras)
+    print(
+        f"{args.file}: OK: device {config.device}, cameras {cams}, broker "
+        f"{config.mqtt.host}:{config.mqtt.port}"
+    )
+    return 0
+
+
+class _UsageError(EdgeError):
+    exit_code = EX_USAGE
+
+
+def _usage(message: str) -> _UsageError:
+    return _UsageError(message)
+
+
+# -- listen / quantize (their modules own their arguments) -----------------------------------
+def _listen_args(p: argparse.ArgumentParser) -> None:
+    from edge import listen
+
+    listen.add_arguments(p)
+
+
+def _listen(args: argparse.Namespace) -> int:
+    from edge import listen
+
+    return listen.run(args)
+
+
 # -- dispatch ------------------------------------------------------------------------------
 Command = tuple[
     str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]
@@ -302,6 +425,14 @@ COMMANDS: list[Command] = [
     ),
     ("bench", "measure a model's speed and memory here", _bench_args, _bench),
     ("info", "show runtimes, delegates, Edge TPUs and bundled models", _info_args, _info),
+    ("run", "run the daemon: cameras → model → MQTT", _run_args, _run),
+    (
+        "check-config",
+        "validate a configuration file (exit 0 or 78)",
+        _check_config_args,
+        _check_config,
+    ),
+    ("listen", "print results and status arriving on the broker", _listen_args, _listen),
 ]
 
 
@@ -339,9 +470,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EX_USAGE
     setup_logging(args.log_level)
-    if args.log_level != "debug":
-        # The TFLite C++ runtime logs "INFO: Created TensorFlow Lite XNNPACK delegate" to stderr.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         code: int = args.func(args)
         return code

@@ -372,8 +372,8 @@ def validate(data: Mapping[str, Any], source: str = "") -> Config:
     return Config(**top, **sections, cameras=cameras, source=source)
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a TOML file."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; raises ConfigError naming the file and the problem."""
     p = Path(path)
     try:
         text = p.read_bytes().decode("utf-8")
@@ -386,10 +386,17 @@ def load(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {p}: {exc}", source=str(p)) from exc
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(p)) from exc
-    return validate(data, source=str(p))
+
+
+def load(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read (when ``path`` is given), apply dotted-key ``overrides`` and validate."""
+    data = read_toml(path) if path is not None else {}
+    if overrides:
+        data = merge(data, overrides)
+    return validate(data, source=str(path) if path is not None else "")
 
 
 def merge(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

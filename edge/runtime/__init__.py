@@ -9,11 +9,14 @@ the GIL, so other threads (capture, MQTT) keep running while it works.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,8 +186,9 @@ def load(path: Path, options: RuntimeOptions | None = None) -> Interpreter:
         )
     t0 = time.perf_counter()
     try:
-        raw = mod.Interpreter(**kwargs)
-        raw.allocate_tensors()
+        with _native_stderr_to_log():
+            raw = mod.Interpreter(**kwargs)
+            raw.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise _explain(path, exc, delegate, backend) from exc
     init_ms = (time.perf_counter() - t0) * 1000
@@ -205,6 +209,33 @@ def load(path: Path, options: RuntimeOptions | None = None) -> Interpreter:
         init_ms,
     )
     return interp
+
+
+@contextlib.contextmanager
+def _native_stderr_to_log() -> Iterator[None]:
+    """Route what the C++ runtime prints on fd 2 while loading into our log.
+
+    LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to fd 2,
+    ignoring TF_CPP_MIN_LOG_LEVEL; under systemd that lands in the journal as noise. INFO lines
+    become DEBUG records, anything else a WARNING, so nothing is lost.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (embedded interpreters): nothing to redirect
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    level = logging.DEBUG if line.startswith("INFO:") else logging.WARNING
+                    log.log(level, "runtime: %s", line)
 
 
 def _op_counts(raw: Any) -> tuple[dict[str, int], int]:

@@ -455,9 +455,7 @@ class MqttSink:
             return s.password
         path = s.password_file
         if path is None:
-            creds = os.environ.get("CREDENTIALS_DIRECTORY")
-            if creds and (Path(creds) / "mqtt-password").is_file():
-                path = Path(creds) / "mqtt-password"
+            path = _credential("mqtt-password")
         if path is None:
             return None
         try:
@@ -478,9 +476,7 @@ class MqttSink:
     def _resolve_tls_key(self) -> Path | None:
         s = self.settings
         if s.tls_key is None and s.tls_cert is not None:
-            creds = os.environ.get("CREDENTIALS_DIRECTORY")
-            if creds and (Path(creds) / "mqtt-client.key").is_file():
-                return Path(creds) / "mqtt-client.key"
+            return _credential("mqtt-client.key")
         return s.tls_key
 
     def _build_client(self, protocol: MQTTProtocolVersion) -> mqtt.Client:
@@ -879,3 +875,16 @@ class MqttSink:
         except SinkError as exc:
             self._disk_errors += 1
             log.error("%s", exc)
+
+
+def _credential(name: str) -> Path | None:
+    """A systemd credential file: ``LoadCredential=NAME:FILE`` gives ``NAME``; the unit we
+    ship loads the secrets directory (``LoadCredential=secrets:/etc/edge/secrets``), which gives
+    ``secrets_NAME``."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not creds:
+        return None
+    for candidate in (Path(creds) / name, Path(creds) / f"secrets_{name}"):
+        if candidate.is_file():
+            return candidate
+    return None

@@ -1,0 +1,406 @@
+"""The real-time pipeline: capture threads hand their newest frame to inference threads, which
+run the model and pass each result to listeners (the MQTT publisher, the preview).
+
+Threads and ownership: one ``capture-<camera>`` thread per camera owns its source; one
+``infer-<model>`` thread per distinct model owns its interpreter and serves, oldest frame first,
+every camera that uses that model, so a model shared by cameras is loaded once. Between them a
+one-slot-per-camera hand-off drops the older frame when inference falls behind (counted as
+``dropped``), so latency never grows with a queue. Listeners are called on the inference thread
+and must not block: they copy what they need and do slow work (network, JPEG) on their own
+threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from edge.capture import CaptureThread
+from edge.config import CameraSettings, Config
+from edge.engine import Engine, Overrides
+from edge.frame import Frame
+from edge.result import Result
+from edge.runtime import RuntimeOptions
+from edge.sources import SourceSpec, parse_source
+from edge.stats import Counters, LatencyWindow, RateMeter
+from edge.system import cpu_seconds, cpu_temperature_c, rss_mb
+
+log = logging.getLogger(__name__)
+
+STAGES = ("queue", "preprocess", "invoke", "postprocess", "e2e")
+COUNTERS = ("captured", "dropped", "skipped_latency", "skipped_motion", "inferred", "errors")
+_THUMB = (64, 48)  # motion-gating thumbnail size (w, h)
+
+
+class ResultListener(Protocol):
+    """Receives every result. Called on an inference thread: must return quickly."""
+
+    def on_result(
+        self, camera: CameraState, frame: Frame, result: Result, payload: dict[str, Any]
+    ) -> None: ...
+
+
+class FrameSlots:
+    """One slot per camera; ``put`` replaces an unconsumed frame (drop-oldest), ``take``
+    returns the oldest waiting frame across the cameras so none starves."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, Frame] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, camera: str, frame: Frame) -> bool:
+        """Store ``frame``; True when it replaced one that was never taken."""
+        with self._cond:
+            replaced = camera in self._slots
+            self._slots[camera] = frame
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float) -> Frame | None:
+        """The oldest waiting frame, or None after ``timeout`` seconds or when closed."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._slots and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            if not self._slots:
+                return None
+            camera = min(self._slots, key=lambda c: self._slots[c].ts_mono)
+            return self._slots.pop(camera)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class CameraState:
+    """Everything the pipeline tracks for one camera; read by stats from other threads."""
+
+    def __init__(self, settings: CameraSettings, model: str) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.model = model
+        self.counters = Counters(*COUNTERS)
+        self.latency = {s: LatencyWindow() for s in STAGES}
+        self.fps_in = RateMeter()
+        self.fps_out = RateMeter()
+        self.seq = 0  # results produced; the inference thread is the only writer
+        self.capture: CaptureThread | None = None
+        self.ended = False
+        self._thumb: np.ndarray | None = None
+        self._last_inferred = 0.0
+
+    def moved(self, frame: Frame) -> bool:
+        """Motion gate: whether ``frame`` differs enough from the last inferred one.
+
+        Compares a small grey thumbnail by mean absolute difference (0..255); cheap (≈0.1 ms)
+        and robust to sensor noise, but blind to changes smaller than a thumbnail pixel.
+        """
+        s = self.settings
+        if s.motion_threshold <= 0:
+            return True
+        img = (
+            frame.image if frame.image.ndim == 2 else cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
+        )
+        thumb = cv2.resize(img, _THUMB, interpolation=cv2.INTER_AREA)
+        due = frame.ts_mono - self._last_inferred >= s.motion_max_skip_s > 0
+        if self._thumb is not None and not due:
+            diff = float(cv2.absdiff(thumb, self._thumb).mean())
+            if diff < s.motion_threshold:
+                return False
+        self._thumb = thumb
+        self._last_inferred = frame.ts_mono
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        cap = self.capture.status() if self.capture is not None else {}
+        return {
+            "model": self.model,
+            "source_state": cap.get("state", "stopped"),
+            "reopens": cap.get("reopens", 0),
+            "last_error": cap.get("last_error") or None,
+            "fps_in": self.fps_in.rate(),
+            "fps_out": self.fps_out.rate(),
+            **self.counters.snapshot(),
+            "latency_ms": {s: w.percentiles() for s, w in self.latency.items()},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ModelKey:
+    """What makes two cameras able to share one interpreter."""
+
+    path: str
+
+
+class InferenceWorker(threading.Thread):
+    """Owns one Engine; serves the cameras that share its model until ``stop`` is set."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        cameras: dict[str, CameraState],
+        slots: FrameSlots,
+        listeners: Sequence[ResultListener],
+        base_payload: dict[str, Any],
+        latency_ms: float,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name=f"infer-{engine.name}", daemon=True)
+        self.engine = engine
+        self.cameras = cameras
+        self.slots = slots
+        self.listeners = list(listeners)
+        self.base_payload = base_payload
+        self.latency_ms = latency_ms
+        self.stop_event = stop
+        self.progress = 0  # frames handled (inferred or skipped): the watchdog's heartbeat
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            frame = self.slots.take(timeout=0.25)
+            if frame is None:
+                continue
+            try:
+                self._handle(frame)
+            except Exception:  # one bad frame must not stop the camera
+                log.exception("inference failed on a frame from %s", frame.source)
+                self.cameras[frame.source].counters.add("errors")
+
+    def _handle(self, frame: Frame) -> None:
+        cam = self.cameras[frame.source]
+        start = time.monotonic()
+        waited_ms = (start - frame.ts_mono) * 1000
+        self.progress += 1
+        if self.latency_ms and waited_ms > self.latency_ms:
+            cam.counters.add("skipped_latency")
+            return
+        if not cam.moved(frame):
+            cam.counters.add("skipped_motion")
+            return
+        result = self.engine.infer(frame.image, source=cam.name, index=frame.index)
+        cam.seq += 1
+        cam.counters.add("inferred")
+        cam.fps_out.tick()
+        t = result.timings
+        done = time.monotonic()
+        e2e_ms = (done - frame.ts_mono) * 1000
+        lat = cam.latency
+        lat["queue"].add(waited_ms)
+        lat["preprocess"].add(t.preprocess_ms)
+        lat["invoke"].add(t.invoke_ms)
+        lat["postprocess"].add(t.postprocess_ms)
+        lat["e2e"].add(e2e_ms)
+        payload = result.to_dict()
+        payload.update(self.base_payload)
+        payload["camera"] = cam.name
+        payload["seq"] = cam.seq
+        payload["captured_at"] = (
+            datetime.fromtimestamp(frame.ts_wall, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
+        payload["latency_ms"] = round(e2e_ms, 3)
+        for listener in self.listeners:
+            try:
+                listener.on_result(cam, frame, result, payload)
+            except Exception:
+                log.exception("result listener %s failed", type(listener).__name__)
+
+
+def source_spec(camera: CameraSettings, lores: tuple[int, int] | None = None) -> SourceSpec:
+    """The source spec for a configured camera (lores: picamera2's ISP-scaled stream size)."""
+    base = parse_source(camera.source)
+    return replace(
+        base,
+        name=camera.name,
+        fps=camera.fps or base.fps,
+        width=camera.width or base.width,
+        height=camera.height or base.height,
+        rotate=camera.rotate,
+        flip=camera.flip or None,
+        loop=camera.loop,
+        realtime=camera.realtime,
+        lores=lores if base.kind == "picamera2" else None,
+    )
+
+
+def runtime_options(config: Config) -> RuntimeOptions:
+    m = config.model
+    return RuntimeOptions(
+        threads=m.threads or None,
+        delegate=m.delegate,
+        device=m.edgetpu_device or None,
+        fallback=m.edgetpu_fallback,
+    )
+
+
+def overrides(config: Config) -> Overrides:
+    m = config.model
+    return Overrides(
+        task=m.task or None,
+        threshold=m.threshold if m.threshold >= 0 else None,
+        iou_threshold=m.iou_threshold if m.iou_threshold > 0 else None,
+        top_k=m.top_k or None,
+        max_detections=m.max_detections or None,
+        allow=frozenset(m.labels) if m.labels else None,
+        resize=m.resize or None,
+    )
+
+
+class Pipeline:
+    """All cameras and models of one configuration.
+
+    Build loads every model (ModelError surfaces here, before anything starts); ``start``
+    launches the threads; ``stop`` stops capture first, then inference, each within a bound.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        listeners: Sequence[ResultListener] = (),
+        engine_loader: Callable[[str], Engine] | None = None,
+    ) -> None:
+        self.config = config
+        self.boot_id = uuid.uuid4().hex[:12]
+        self.started_mono = time.monotonic()
+        self._cpu0 = cpu_seconds()
+        self._stop = threading.Event()
+        load = engine_loader or (
+            lambda ref: Engine.load(ref, runtime_options(config), overrides(config))
+        )
+        self.rss_before_models = rss_mb()
+        groups: dict[str, list[CameraSettings]] = {}
+        for cam in config.cameras:
+            groups.setdefault(config.camera_model(cam), []).append(cam)
+        self.cameras: dict[str, CameraState] = {}
+        self.workers: list[InferenceWorker] = []
+        self.engines: dict[str, Engine] = {}
+        base = {"device": config.device, "boot_id": self.boot_id}
+        for ref, cams in groups.items():
+            engine = load(ref)
+            self.engines[ref] = engine
+            slots = FrameSlots()
+            states = {c.name: CameraState(c, engine.name) for c in cams}
+            self.cameras.update(states)
+            worker = InferenceWorker(
+                engine, states, slots, listeners, base, config.budget.latency_ms, self._stop
+            )
+            self.workers.append(worker)
+            pre = engine.preprocessor
+            for cam in cams:
+                state = states[cam.name]
+                state.capture = CaptureThread(
+                    source_spec(cam, lores=(pre.width, pre.height)),
+                    on_frame=self._deliver(slots, state),
+                    stop=self._stop,
+                )
+        self.rss_after_models = rss_mb()
+        self.memory_over_budget = False
+
+    @staticmethod
+    def _deliver(slots: FrameSlots, state: CameraState) -> Callable[[Frame], None]:
+        def deliver(frame: Frame) -> None:
+            state.counters.add("captured")
+            state.fps_in.tick(frame.ts_mono)
+            if slots.put(state.name, frame):
+                state.counters.add("dropped")
+
+        return deliver
+
+    def start(self) -> None:
+        for w in self.workers:
+            w.start()
+        for cam in self.cameras.values():
+            assert cam.capture is not None
+            cam.capture.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Stop capture, then inference; threads that do not finish in time are left (daemon
+        threads) and named in the log."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for cam in self.cameras.values():
+            if cam.capture is not None:
+                cam.capture.stop()
+        for w in self.workers:
+            w.slots.close()
+        threads: list[threading.Thread] = [
+            c.capture for c in self.cameras.values() if c.capture is not None
+        ]
+        for t in [*threads, *self.workers]:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                log.warning("thread %s did not stop within %.1f s", t.name, timeout)
+
+    def progress(self) -> int:
+        """Frames handled so far by all inference threads (grows while frames flow)."""
+        return sum(w.progress for w in self.workers)
+
+    def finished(self) -> bool:
+        """True when every source has ended (finite files) and no frame is left to infer."""
+        caps = [c.capture for c in self.cameras.values()]
+        return all(c is not None and not c.is_alive() for c in caps)
+
+    def failure(self) -> Exception | None:
+        """The first capture error that retrying cannot fix (a missing file), if any."""
+        for cam in self.cameras.values():
+            err = cam.capture.fatal_error() if cam.capture is not None else None
+            if err is not None:
+                return err
+        return None
+
+    def check_memory(self) -> float:
+        """Current RSS in MiB, flagging (and logging once per crossing) an over-budget state."""
+        rss = rss_mb()
+        budget = self.config.budget.memory_mb
+        over = bool(budget) and rss > budget
+        if over and not self.memory_over_budget:
+            log.warning("RSS %.1f MiB is over the memory budget of %.0f MiB", rss, budget)
+        elif self.memory_over_budget and not over:
+            log.info("RSS %.1f MiB is back within the memory budget", rss)
+        self.memory_over_budget = over
+        return rss
+
+    def stats(self) -> dict[str, Any]:
+        """The stats payload (without the MQTT part, which the daemon adds)."""
+        uptime = time.monotonic() - self.started_mono
+        rss = self.check_memory()
+        models = {}
+        for ref, e in self.engines.items():
+            info = e.interpreter.info
+            models[e.name] = {
+                "path": ref,
+                "task": e.task,
+                "runtime": info.backend,
+                "runtime_version": info.backend_version,
+                "delegate": info.delegate,
+                "threads": info.threads,
+                "degraded": info.degraded or None,
+            }
+        return {
+            "device": self.config.device,
+            "boot_id": self.boot_id,
+            "ts": round(time.time(), 3),
+            "uptime_s": round(uptime, 1),
+            "rss_mb": round(rss, 1),
+            "memory_budget_mb": self.config.budget.memory_mb or None,
+            "memory_over_budget": self.memory_over_budget,
+            "cpu_percent": round(100 * (cpu_seconds() - self._cpu0) / max(uptime, 1e-3), 1),
+            "cpu_temp_c": cpu_temperature_c(),
+            "models": models,
+            "cameras": {name: cam.stats() for name, cam in self.cameras.items()},
+        }

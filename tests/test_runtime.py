@@ -1,0 +1,166 @@
+"""The runtime interface on real models: loading, options, and every bad-model error."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.errors import EX_CONFIG, DelegateError, ModelError
+from edge.models import resolve
+from edge.runtime import RuntimeOptions, load
+from edge.runtime.backends import load_backend
+
+REPO = Path(__file__).resolve().parent.parent
+EXPECTED_BACKEND = os.environ.get("EDGE_RUNTIME", "ai-edge-litert")
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Path:
+    return resolve("shapes-classifier")[0]
+
+
+@pytest.fixture(scope="module")
+def bench_model() -> Path:
+    return resolve("mobilenet-v2-bench")[0]
+
+
+def test_backend_is_the_expected_one() -> None:
+    """The preferred installed runtime is used and reports its version."""
+    backend = load_backend()
+    assert backend.name == EXPECTED_BACKEND
+    assert backend.version not in ("", "unknown")
+
+
+def test_load_reports_specs_and_runs(classifier: Path) -> None:
+    """A loaded model exposes input/output specs and produces outputs of those shapes."""
+    interp = load(classifier, RuntimeOptions(threads=1))
+    assert interp.info.backend == EXPECTED_BACKEND and interp.info.threads == 1
+    inp = interp.inputs[0]
+    assert len(inp.shape) == 4 and inp.shape[0] == 1
+    view = interp.input_view()
+    view[...] = 0
+    del view
+    interp.invoke()
+    out = interp.output(0)
+    assert out.shape == interp.outputs[0].shape
+
+
+@pytest.mark.parametrize("delegate", ["xnnpack", "cpu"])
+def test_xnnpack_on_and_off_agree(bench_model: Path, delegate: str) -> None:
+    """XNNPACK on and off give (nearly) the same int8 outputs; only speed differs."""
+    results = []
+    for d in ("xnnpack", delegate):
+        interp = load(bench_model, RuntimeOptions(threads=1, delegate=d))
+        rng = np.random.default_rng(1)
+        spec = interp.inputs[0]
+        interp.set_input(rng.integers(0, 255, size=spec.shape, dtype=np.uint8).astype(spec.dtype))
+        interp.invoke()
+        results.append(interp.outputs[0].dequantize(interp.output(0)))
+        assert interp.info.delegate == d
+    np.testing.assert_allclose(results[0], results[1], atol=0.02)
+
+
+def test_xnnpack_partition_is_reported(bench_model: Path) -> None:
+    """With XNNPACK the runtime reports delegate partitions and the op mix."""
+    interp = load(bench_model, RuntimeOptions(threads=1))
+    if EXPECTED_BACKEND == "tflite-runtime":
+        return  # tflite-runtime 2.14 never hands int8 models to XNNPACK (see FACTS)
+    assert interp.info.delegate_partitions >= 1
+    assert interp.info.op_counts.get("CONV_2D", 0) > 10
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """A missing model names the path and how to list bundled models."""
+    with pytest.raises(ModelError, match="not found.*edge info"):
+        load(tmp_path / "nope.tflite")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    """An empty file is called empty, with the remedy to copy it again."""
+    p = tmp_path / "empty.tflite"
+    p.write_bytes(b"")
+    with pytest.raises(ModelError, match="empty.*copy"):
+        load(p)
+
+
+def test_html_saved_as_tflite(tmp_path: Path) -> None:
+    """An HTML page saved as .tflite is recognised as not TFLite."""
+    p = tmp_path / "model.tflite"
+    p.write_text("<!DOCTYPE html><html><body>Not Found</body></html>")
+    with pytest.raises(ModelError, match="not a TFLite model.*TFL3"):
+        load(p)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.9, 0.999])
+def test_truncated_file(tmp_path: Path, classifier: Path, fraction: float) -> None:
+    """A truncated model is reported as truncated or corrupt, never loaded or crashed on."""
+    data = classifier.read_bytes()
+    p = tmp_path / "cut.tflite"
+    p.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(ModelError, match="truncated or corrupt"):
+        load(p)
+
+
+def test_edgetpu_model_without_delegate() -> None:
+    """An Edge TPU-compiled model on the CPU says so and names both remedies."""
+    with pytest.raises(ModelError, match="compiled for the Coral Edge TPU.*--delegate edgetpu"):
+        load(REPO / "tests" / "data" / "edgetpu_op.tflite")
+
+
+def test_unknown_custom_op() -> None:
+    """A custom op the runtime lacks is named, with how to re-export the model."""
+    with pytest.raises(ModelError, match=r"custom op \w+.*builtin ops"):
+        load(REPO / "tests" / "data" / "custom_op.tflite")
+
+
+def test_edgetpu_missing_fails_or_falls_back(classifier: Path) -> None:
+    """Without libedgetpu the Edge TPU delegate fails clearly, or falls back to the CPU and
+    says so when the policy is cpu."""
+    with pytest.raises(DelegateError, match="libedgetpu"):
+        load(classifier, RuntimeOptions(delegate="edgetpu", fallback="fail"))
+    interp = load(classifier, RuntimeOptions(delegate="edgetpu", fallback="cpu"))
+    assert interp.info.delegate == "xnnpack"
+    assert "Edge TPU unavailable" in interp.info.degraded
+
+
+def test_invalid_edgetpu_device(classifier: Path) -> None:
+    """A malformed Edge TPU device string is rejected before anything loads."""
+    with pytest.raises(DelegateError, match="usb, usb:N, pci or pci:N"):
+        load(classifier, RuntimeOptions(delegate="edgetpu", device="usb0"))
+
+
+@pytest.mark.parametrize("bad", ["missing", "html", "truncated"])
+def test_cli_exits_78_without_traceback(tmp_path: Path, classifier: Path, bad: str) -> None:
+    """`edge infer` on a bad model exits 78 with one line and no traceback."""
+    p = tmp_path / "m.tflite"
+    if bad == "html":
+        p.write_text("<html></html>")
+    elif bad == "truncated":
+        p.write_bytes(classifier.read_bytes()[:1000])
+    image = REPO / "tests" / "data" / "shapes" / "red_circle.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge", "infer", str(p), str(image)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == EX_CONFIG
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("edge: error:") and str(p) in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_copy_of_bundled_model_dir_loads(tmp_path: Path, classifier: Path) -> None:
+    """A model directory holding just the .tflite and labels.txt is enough."""
+    d = tmp_path / "mymodel"
+    d.mkdir()
+    shutil.copy(classifier, d / "whatever.tflite")
+    shutil.copy(classifier.parent / "labels.txt", d / "labels.txt")
+    path, directory = resolve(d)
+    assert path == d / "whatever.tflite" and directory == d
