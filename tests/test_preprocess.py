@@ -156,5 +156,5 @@ def test_config_problems_listed_together() -> None:
     cfg = PreprocessConfig(resize="zoom", color="hsv", std=(0.0,), pad=300)
     problems = cfg.problems()
     assert len(problems) == 4
-    with pytest.raises(ModelError, match="resize.*color"):
+    with pytest.raises(ModelError, match=r"resize.*color"):
         Preprocessor(spec((1, 8, 8, 3), np.uint8), cfg)

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from fakes.activate import fake_picamera2
 
+from edge.decode import header_size
 from edge.errors import ConfigError, InputError, SourceError
 from edge.frame import Frame
 from edge.scene import MovingScene
 from edge.sources import REGISTRY, Source, SourceSpec, open_source, parse_source
 from edge.sources.base import Pacer
-from edge.decode import header_size
 from edge.sources.images import ImagesSource
 from edge.sources.opencv import OpenCVSource, _redact
 from edge.sources.synthetic import SyntheticSource
