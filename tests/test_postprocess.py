@@ -20,13 +20,20 @@ from edge.preprocess import TensorSpec, Transform
 LABELS = {0: "circle", 1: "square", 2: "triangle"}
 
 
-def out(shape: tuple[int, ...], dtype: type = np.float32, scale: float = 0.0, zp: int = 0,
-        name: str = "out", index: int = 0) -> TensorSpec:
+def out(
+    shape: tuple[int, ...],
+    dtype: type = np.float32,
+    scale: float = 0.0,
+    zp: int = 0,
+    name: str = "out",
+    index: int = 0,
+) -> TensorSpec:
     return TensorSpec(index, name, shape, np.dtype(dtype), scale, zp)
 
 
-def yolov8_tensor(objects: list[tuple[float, float, float, float, int, float]], n: int = 50,
-                  classes: int = 3) -> np.ndarray:
+def yolov8_tensor(
+    objects: list[tuple[float, float, float, float, int, float]], n: int = 50, classes: int = 3
+) -> np.ndarray:
     """[1, 4+C, N]: cx, cy, w, h normalized, then per-class scores; other anchors empty."""
     t = np.zeros((1, 4 + classes, n), np.float32)
     for i, (cx, cy, w, h, c, s) in enumerate(objects):
@@ -38,7 +45,9 @@ def yolov8_tensor(objects: list[tuple[float, float, float, float, int, float]], 
 def test_infer_task_from_shapes() -> None:
     """Output shapes identify SSD, YOLOv5, YOLOv8, classification, segmentation and raw."""
     assert infer_task([out((1, 10, 4)), out((1, 10)), out((1, 10)), out((1,))]) == (
-        "detection", SSD)
+        "detection",
+        SSD,
+    )
     assert infer_task([out((1, 25200, 85))]) == ("detection", YOLOV5)
     assert infer_task([out((1, 84, 8400))]) == ("detection", YOLOV8)
     assert infer_task([out((1, 1001))])[0] == "classification"
@@ -51,18 +60,28 @@ def test_infer_task_from_shapes() -> None:
 def test_yolov8_decode_threshold_nms() -> None:
     """Overlapping same-class boxes collapse to the best one; other classes and far boxes stay;
     low scores are dropped."""
-    t = yolov8_tensor([
-        (0.30, 0.30, 0.20, 0.20, 0, 0.90),
-        (0.31, 0.30, 0.20, 0.20, 0, 0.80),  # duplicate of the first: suppressed
-        (0.31, 0.30, 0.20, 0.20, 1, 0.70),  # same place, other class: kept
-        (0.80, 0.70, 0.10, 0.20, 2, 0.60),
-        (0.50, 0.50, 0.10, 0.10, 2, 0.10),  # below threshold
-    ])
-    p = Postprocessor("detection", YOLOV8, [out(t.shape)], LABELS,
-                      PostprocessConfig(threshold=0.4, iou_threshold=0.5))
+    t = yolov8_tensor(
+        [
+            (0.30, 0.30, 0.20, 0.20, 0, 0.90),
+            (0.31, 0.30, 0.20, 0.20, 0, 0.80),  # duplicate of the first: suppressed
+            (0.31, 0.30, 0.20, 0.20, 1, 0.70),  # same place, other class: kept
+            (0.80, 0.70, 0.10, 0.20, 2, 0.60),
+            (0.50, 0.50, 0.10, 0.10, 2, 0.10),  # below threshold
+        ]
+    )
+    p = Postprocessor(
+        "detection",
+        YOLOV8,
+        [out(t.shape)],
+        LABELS,
+        PostprocessConfig(threshold=0.4, iou_threshold=0.5),
+    )
     dets = p([t], Transform()).detections
     assert [(d.label, round(d.score, 2)) for d in dets] == [
-        ("circle", 0.9), ("square", 0.7), ("triangle", 0.6)]
+        ("circle", 0.9),
+        ("square", 0.7),
+        ("triangle", 0.6),
+    ]
     np.testing.assert_allclose(dets[0].box, (0.2, 0.2, 0.4, 0.4), atol=1e-6)
     np.testing.assert_allclose(dets[2].box, (0.75, 0.6, 0.85, 0.8), atol=1e-6)
 
@@ -107,10 +126,12 @@ def test_yolov5_objectness_times_class_and_pixel_units() -> None:
 
 def test_ssd_tf1_order_and_label_gaps() -> None:
     """SSD outputs (boxes as ymin,xmin,ymax,xmax) map to x0,y0,x1,y1 with Coral-style labels."""
-    specs = [out((1, 10, 4), name="TFLite_Detection_PostProcess", index=1),
-             out((1, 10), name="TFLite_Detection_PostProcess:1", index=2),
-             out((1, 10), name="TFLite_Detection_PostProcess:2", index=3),
-             out((1,), name="TFLite_Detection_PostProcess:3", index=4)]
+    specs = [
+        out((1, 10, 4), name="TFLite_Detection_PostProcess", index=1),
+        out((1, 10), name="TFLite_Detection_PostProcess:1", index=2),
+        out((1, 10), name="TFLite_Detection_PostProcess:2", index=3),
+        out((1,), name="TFLite_Detection_PostProcess:3", index=4),
+    ]
     boxes = np.zeros((1, 10, 4), np.float32)
     boxes[0, 0] = (0.1, 0.2, 0.5, 0.6)
     boxes[0, 1] = (0.5, 0.5, 0.9, 0.9)
@@ -119,8 +140,9 @@ def test_ssd_tf1_order_and_label_gaps() -> None:
     scores = np.zeros((1, 10), np.float32)
     scores[0, :2] = (0.8, 0.3)
     count = np.array([2.0], np.float32)
-    p = Postprocessor("detection", SSD, specs, {0: "person", 2: "car"},
-                      PostprocessConfig(threshold=0.25))
+    p = Postprocessor(
+        "detection", SSD, specs, {0: "person", 2: "car"}, PostprocessConfig(threshold=0.25)
+    )
     dets = p([boxes, classes, scores, count], Transform()).detections
     assert [(d.label, d.class_id) for d in dets] == [("person", 0), ("car", 2)]
     np.testing.assert_allclose(dets[0].box, (0.2, 0.1, 0.6, 0.5), atol=1e-6)
@@ -130,9 +152,13 @@ def test_label_allow_list_and_max_detections() -> None:
     """Only allowed labels are reported, at most max_detections of them, best first."""
     objs = [(0.1 + 0.1 * i, 0.5, 0.05, 0.05, i % 3, 0.5 + 0.04 * i) for i in range(8)]
     t = yolov8_tensor(objs)
-    p = Postprocessor("detection", YOLOV8, [out(t.shape)], LABELS,
-                      PostprocessConfig(allow=frozenset({"square", "triangle"}),
-                                        max_detections=3))
+    p = Postprocessor(
+        "detection",
+        YOLOV8,
+        [out(t.shape)],
+        LABELS,
+        PostprocessConfig(allow=frozenset({"square", "triangle"}), max_detections=3),
+    )
     dets = p([t], Transform()).detections
     assert len(dets) == 3
     assert {d.label for d in dets} <= {"square", "triangle"}
@@ -143,8 +169,13 @@ def test_classification_quantized_probabilities_and_top_k() -> None:
     """A uint8 softmax output is dequantized (no second softmax) and ranked."""
     spec = out((1, 4), np.uint8, 1 / 256, 0)
     values = np.array([[10, 200, 30, 16]], np.uint8)
-    p = Postprocessor("classification", "", [spec], {0: "a", 1: "b", 2: "c", 3: "d"},
-                      PostprocessConfig(top_k=2, threshold=0.05))
+    p = Postprocessor(
+        "classification",
+        "",
+        [spec],
+        {0: "a", 1: "b", 2: "c", 3: "d"},
+        PostprocessConfig(top_k=2, threshold=0.05),
+    )
     classes = p([values], Transform()).classes
     assert [c.label for c in classes] == ["b", "c"]
     assert classes[0].score == pytest.approx(200 / 256)
@@ -152,8 +183,9 @@ def test_classification_quantized_probabilities_and_top_k() -> None:
 
 def test_classification_logits_get_softmax() -> None:
     """Float logits (outside 0..1) are turned into probabilities that sum to 1."""
-    p = Postprocessor("classification", "", [out((1, 3))], {}, PostprocessConfig(top_k=3,
-                                                                                 threshold=0))
+    p = Postprocessor(
+        "classification", "", [out((1, 3))], {}, PostprocessConfig(top_k=3, threshold=0)
+    )
     classes = p([np.array([[2.0, -1.0, 0.5]], np.float32)], Transform()).classes
     assert sum(c.score for c in classes) == pytest.approx(1.0, abs=1e-4)
     assert [c.label for c in classes] == ["0", "2", "1"]  # unnamed classes show their id
@@ -166,8 +198,9 @@ def test_segmentation_fractions_ignore_letterbox_padding() -> None:
     logits[0, 2:4, :, 1] = 2.0  # class 1 in rows 2-3
     logits[0, 0:2, :, 2] = 2.0  # class 2 only in the padding rows 0-1
     transform = Transform(valid=(0.0, 0.25, 1.0, 0.75))  # rows 2..5 are content
-    p = Postprocessor("segmentation", "", [out(logits.shape)], {0: "bg", 1: "road"},
-                      PostprocessConfig())
+    p = Postprocessor(
+        "segmentation", "", [out(logits.shape)], {0: "bg", 1: "road"}, PostprocessConfig()
+    )
     decoded = p([logits], transform)
     fractions = {s.label: s.fraction for s in decoded.segments}
     assert fractions == {"road": pytest.approx(0.5), "bg": pytest.approx(0.5)}

@@ -28,8 +28,9 @@ def reference(image: np.ndarray, size: tuple[int, int], mean: float, std: float)
 
 def test_float_input_matches_reference(frame: np.ndarray) -> None:
     """A float32 input gets (pixel - mean) / std of the resized RGB frame."""
-    p = Preprocessor(spec((1, 96, 128, 3), np.float32), PreprocessConfig(mean=(127.5,),
-                                                                          std=(127.5,)))
+    p = Preprocessor(
+        spec((1, 96, 128, 3), np.float32), PreprocessConfig(mean=(127.5,), std=(127.5,))
+    )
     out, t = p.to_array(frame)
     np.testing.assert_allclose(out[0], reference(frame, (128, 96), 127.5, 127.5), atol=1e-6)
     assert t == Transform()
@@ -47,8 +48,9 @@ def test_uint8_quantized_input_folds_normalization(frame: np.ndarray) -> None:
 
 def test_int8_input(frame: np.ndarray) -> None:
     """An int8 input (scale 1/255, zp -128, 0..1 training range) gets pixel - 128."""
-    p = Preprocessor(spec((1, 32, 32, 3), np.int8, 1 / 255, -128),
-                     PreprocessConfig(mean=(0.0,), std=(255.0,)))
+    p = Preprocessor(
+        spec((1, 32, 32, 3), np.int8, 1 / 255, -128), PreprocessConfig(mean=(0.0,), std=(255.0,))
+    )
     out, _ = p.to_array(frame)
     rgb = cv2.resize(frame, (32, 32))[..., ::-1].astype(np.int16)
     np.testing.assert_array_equal(out[0].astype(np.int16), rgb - 128)
@@ -56,8 +58,9 @@ def test_int8_input(frame: np.ndarray) -> None:
 
 def test_identity_table_is_skipped(frame: np.ndarray) -> None:
     """A uint8 model fed raw pixels needs no lookup table and still gets the exact pixels."""
-    p = Preprocessor(spec((1, 48, 48, 3), np.uint8, 1 / 255, 0),
-                     PreprocessConfig(mean=(0.0,), std=(255.0,)))
+    p = Preprocessor(
+        spec((1, 48, 48, 3), np.uint8, 1 / 255, 0), PreprocessConfig(mean=(0.0,), std=(255.0,))
+    )
     assert p.lut is None
     out, _ = p.to_array(frame)
     np.testing.assert_array_equal(out[0], cv2.resize(frame, (48, 48))[..., ::-1])
@@ -74,16 +77,19 @@ def test_per_channel_mean_std(frame: np.ndarray) -> None:
 
 def test_bgr_order_keeps_channels(frame: np.ndarray) -> None:
     """color = bgr leaves OpenCV's channel order alone."""
-    p = Preprocessor(spec((1, 30, 30, 3), np.uint8, 1 / 255, 0),
-                     PreprocessConfig(color="bgr", mean=(0.0,), std=(255.0,)))
+    p = Preprocessor(
+        spec((1, 30, 30, 3), np.uint8, 1 / 255, 0),
+        PreprocessConfig(color="bgr", mean=(0.0,), std=(255.0,)),
+    )
     out, _ = p.to_array(frame)
     np.testing.assert_array_equal(out[0], cv2.resize(frame, (30, 30)))
 
 
 def test_gray_model_from_colour_frame(frame: np.ndarray) -> None:
     """A single-channel model gets the luma of a colour frame."""
-    p = Preprocessor(spec((1, 20, 20, 1), np.uint8, 1 / 255, 0),
-                     PreprocessConfig(mean=(0.0,), std=(255.0,)))
+    p = Preprocessor(
+        spec((1, 20, 20, 1), np.uint8, 1 / 255, 0), PreprocessConfig(mean=(0.0,), std=(255.0,))
+    )
     out, _ = p.to_array(frame)
     gray = cv2.cvtColor(cv2.resize(frame, (20, 20)), cv2.COLOR_BGR2GRAY)
     np.testing.assert_array_equal(out[0, ..., 0], gray)
@@ -103,8 +109,10 @@ def test_letterbox_pads_and_maps_back() -> None:
     """Letterbox keeps the aspect ratio, pads evenly, and its transform maps model coordinates
     of the image content back onto the source frame."""
     image = np.full((100, 200, 3), 255, np.uint8)
-    p = Preprocessor(spec((1, 100, 100, 3), np.uint8, 1 / 255, 0),
-                     PreprocessConfig(resize="letterbox", pad=0, mean=(0.0,), std=(255.0,)))
+    p = Preprocessor(
+        spec((1, 100, 100, 3), np.uint8, 1 / 255, 0),
+        PreprocessConfig(resize="letterbox", pad=0, mean=(0.0,), std=(255.0,)),
+    )
     out, t = p.to_array(image)
     rows = np.nonzero(out[0, :, 50, 0])[0]
     assert (rows.min(), rows.max()) == (25, 74)  # 200x100 → 100x50 centred
@@ -120,8 +128,10 @@ def test_crop_transform() -> None:
     """Crop takes the centred region with the model's aspect ratio and maps boxes back into it."""
     image = np.zeros((100, 200, 3), np.uint8)
     image[:, 50:150] = 200
-    p = Preprocessor(spec((1, 50, 50, 3), np.uint8, 1 / 255, 0),
-                     PreprocessConfig(resize="crop", mean=(0.0,), std=(255.0,)))
+    p = Preprocessor(
+        spec((1, 50, 50, 3), np.uint8, 1 / 255, 0),
+        PreprocessConfig(resize="crop", mean=(0.0,), std=(255.0,)),
+    )
     out, t = p.to_array(image)
     assert (out == 200).all()  # only the centre square was used
     mapped = t.boxes_to_source(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32))
@@ -130,8 +140,10 @@ def test_crop_transform() -> None:
 
 def test_writes_into_given_buffer_without_new_allocations(frame: np.ndarray) -> None:
     """Repeated frames of one size reuse the plan's buffers and write into the given tensor."""
-    p = Preprocessor(spec((1, 64, 64, 3), np.int8, 1 / 255, -128),
-                     PreprocessConfig(resize="letterbox", mean=(0.0,), std=(255.0,)))
+    p = Preprocessor(
+        spec((1, 64, 64, 3), np.int8, 1 / 255, -128),
+        PreprocessConfig(resize="letterbox", mean=(0.0,), std=(255.0,)),
+    )
     tensor = np.zeros((1, 64, 64, 3), np.int8)
     p.run(frame, tensor)
     plan = next(iter(p._plans.values()))
