@@ -55,6 +55,7 @@ class FrameSlots:
 
     def __init__(self) -> None:
         self._slots: dict[str, Frame] = {}
+        self._taken = 0
         self._cond = threading.Condition()
         self._closed = False
 
@@ -78,12 +79,23 @@ class FrameSlots:
             if not self._slots:
                 return None
             camera = min(self._slots, key=lambda c: self._slots[c].ts_mono)
+            self._taken += 1
             return self._slots.pop(camera)
+
+    def done(self) -> None:
+        """The consumer finished with the frame it took last."""
+        with self._cond:
+            self._taken -= 1
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def idle(self) -> bool:
+        """No frame waiting and none taken but not yet done."""
+        with self._cond:
+            return not self._slots and self._taken == 0
 
 
 class CameraState:
@@ -179,6 +191,8 @@ class InferenceWorker(threading.Thread):
             except Exception:  # one bad frame must not stop the camera
                 log.exception("inference failed on a frame from %s", frame.source)
                 self.cameras[frame.source].counters.add("errors")
+            finally:
+                self.slots.done()
 
     def _handle(self, frame: Frame) -> None:
         cam = self.cameras[frame.source]
@@ -345,15 +359,31 @@ class Pipeline:
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 log.warning("thread %s did not stop within %.1f s", t.name, timeout)
+        for cam in self.cameras.values():
+            c = cam.counters.snapshot()
+            log.info(
+                "camera %s: %d results (last seq %d, boot %s), %d frames captured, %d "
+                "dropped, %d skipped over the latency budget, %d skipped without motion",
+                cam.name,
+                c["inferred"],
+                cam.seq,
+                self.boot_id,
+                c["captured"],
+                c["dropped"],
+                c["skipped_latency"],
+                c["skipped_motion"],
+            )
 
     def progress(self) -> int:
         """Frames handled so far by all inference threads (grows while frames flow)."""
         return sum(w.progress for w in self.workers)
 
     def finished(self) -> bool:
-        """True when every source has ended (finite files) and no frame is left to infer."""
+        """True when every source has ended (finite files) and its last frame was inferred."""
         caps = [c.capture for c in self.cameras.values()]
-        return all(c is not None and not c.is_alive() for c in caps)
+        return all(c is not None and not c.is_alive() for c in caps) and all(
+            w.idle() for w in self.workers
+        )
 
     def failure(self) -> Exception | None:
         """The first capture error that retrying cannot fix (a missing file), if any."""
