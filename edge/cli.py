@@ -358,10 +358,16 @@ def _run(args: argparse.Namespace) -> int:
             "give --config FILE, or at least --source (e.g. `edge run --source synthetic`)"
         )
     config = cfg.load(args.config, overrides)
-    if "log_level" not in args or args.log_level == "warning":
+    if not _log_level_given(args):
         logging.getLogger().setLevel(config.log_level.upper())
     reload = (lambda: cfg.load(args.config, overrides)) if args.config else None
     return Daemon(config, reload=reload, duration=args.duration).run()
+
+
+def _log_level_given(args: argparse.Namespace) -> bool:
+    """Whether --log-level or EDGE_LOG_LEVEL chose the level (else the config file does)."""
+    return "EDGE_LOG_LEVEL" in os.environ or any(
+        a == "--log-level" or a.startswith("--log-level=") for a in sys.argv[1:])
 
 
 def _check_config_args(p: argparse.ArgumentParser) -> None:
@@ -411,6 +417,18 @@ def _listen(args: argparse.Namespace) -> int:
     return listen.run(args)
 
 
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    from edge import demo
+
+    demo.add_arguments(p)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from edge import demo
+
+    return demo.run(args)
+
+
 # -- dispatch ------------------------------------------------------------------------------
 Command = tuple[
     str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]
@@ -433,6 +451,12 @@ COMMANDS: list[Command] = [
         _check_config,
     ),
     ("listen", "print results and status arriving on the broker", _listen_args, _listen),
+    (
+        "demo",
+        "run the daemon on the sample clip and show its results (no setup needed)",
+        _demo_args,
+        _demo,
+    ),
 ]
 
 

@@ -14,6 +14,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple, TextIO
 
@@ -47,12 +48,14 @@ def listen(
     count: int | None,
     timeout: float | None,
     out: TextIO,
+    until: Callable[[], bool] | None = None,
 ) -> int:
     """Print messages below ``<prefix>/<device or +>/`` to ``out`` until ``count`` messages
     (retained ones included) or ``timeout`` seconds; returns 0, also on Ctrl-C.
 
     Raises SinkError when the broker cannot be reached or refuses the connection. A connection
-    lost later is re-established by paho (logged); nothing is printed for it."""
+    lost later is re-established by paho (logged); nothing is printed for it. ``until``: also
+    stop once it returns true and nothing is waiting to be printed (``edge demo`` uses it)."""
     if device is not None:
         validate_topic_part(device, "device")
     topic = f"{prefix}/{device or '+'}/#"
@@ -103,7 +106,7 @@ def listen(
                     "edge listen connects anonymously, so the broker must allow that"
                 )
             client.on_disconnect = on_disconnect
-            _print_messages(inbox, prefix, raw, count, timeout, out)
+            _print_messages(inbox, prefix, raw, count, timeout, out, until)
         finally:
             client.on_disconnect = None
             client.disconnect()
@@ -120,6 +123,7 @@ def _print_messages(
     count: int | None,
     timeout: float | None,
     out: TextIO,
+    until: Callable[[], bool] | None = None,
 ) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     printed = 0
@@ -132,6 +136,8 @@ def _print_messages(
         try:
             msg = inbox.get(timeout=wait)
         except queue.Empty:
+            if until is not None and until():
+                return
             continue
         out.write((format_raw(msg) if raw else format_line(msg, prefix)) + "\n")
         out.flush()

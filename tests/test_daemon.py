@@ -1,0 +1,267 @@
+"""The real daemon process (`python -m edge run`) against a real mosquitto: results for the
+sample clip, status transitions, outages and restarts without loss, and fatal settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+from broker import Broker, Subscriber, wait_for
+
+from edge.errors import EX_CONFIG
+from edge.postprocess import iou_matrix
+
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = json.loads((REPO / "edge" / "schema" / "result.schema.json").read_text())
+TRUTH = json.loads((REPO / "samples" / "shapes.json").read_text())
+DEVICE = "testdev"
+INFLIGHT = 16
+
+
+class Daemon:
+    """`python -m edge run` in a child process, its stderr in a file."""
+
+    def __init__(self, tmp: Path, config: str, *args: str) -> None:
+        self.log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
+        cfg = tmp / "config.toml"
+        cfg.write_text(config)
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge", "run", "--config", str(cfg), *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, "EDGE_LOG_LEVEL": "info"},
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 20) -> int:
+        code = self.proc.wait(timeout)
+        self._log.close()
+        return code
+
+    def last_seq(self) -> int:
+        """The last seq the daemon reported producing (logged when it stops cleanly)."""
+        m = re.findall(r"camera \S+: \d+ results \(last seq (\d+)", self.log())
+        assert m, self.log()
+        return int(m[-1])
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    made: list[Daemon] = []
+    yield made
+    for d in made:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.wait()
+
+
+def config(broker: Broker, tmp: Path, source: str, **camera: Any) -> str:
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in camera.items())
+    return (
+        f'device = "{DEVICE}"\nstate_dir = "{tmp / "state"}"\n'
+        f'[model]\npath = "shapes-detector"\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nstats_interval = 1\n'
+        f"inflight = {INFLIGHT}\n"
+        f'[[cameras]]\nname = "cam"\nsource = "{source}"\n{extra}'
+    )
+
+
+def results(sub: Subscriber) -> list[dict[str, Any]]:
+    return [json.loads(p) for p in sub.payloads("/result")]
+
+
+def statuses(sub: Subscriber) -> list[str]:
+    return [p.decode() for p in sub.payloads("/status")]
+
+
+def test_sample_clip_results_are_right_and_well_formed(
+    broker: Broker, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Every frame of the sample clip yields a schema-valid result whose labels and boxes
+    match the clip's ground truth; seq increases by one; the daemon stops by itself with
+    status `stopped` when the clip ends."""
+    sub = Subscriber(broker, f"edge/{DEVICE}/#")
+    d = Daemon(
+        tmp_path,
+        config(broker, tmp_path, str(REPO / "samples" / "shapes.mp4"), realtime=True, fps=30),
+    )
+    daemons.append(d)
+    assert d.wait(60) == 0, d.log()
+    n = d.last_seq()
+    assert sub.wait_until(
+        lambda ms: len(results(sub)) >= n and statuses(sub)[-1:] == ["stopped"], 10
+    )
+    got = results(sub)
+    assert [r["seq"] for r in got] == list(range(1, n + 1))
+    assert n >= 100, f"only {n} of 120 frames produced a result"
+    frames = {f["index"]: f["objects"] for f in TRUTH["frames"]}
+    matched = exact = 0
+    for r in got:
+        jsonschema.validate(r, SCHEMA)
+        assert r["device"] == DEVICE and r["camera"] == "cam" and r["task"] == "detection"
+        assert set(r["timings_ms"]) == {"preprocess", "invoke", "postprocess"}
+        assert r["latency_ms"] > 0
+        truth = frames[r["frame"]["index"]]
+        dets = r["detections"]
+        if sorted(d["label"] for d in dets) == sorted(o["label"] for o in truth):
+            exact += 1
+        if dets:
+            iou = iou_matrix(
+                np.array([d["box"] for d in dets]), np.array([o["box"] for o in truth])
+            )
+            for i, det in enumerate(dets):
+                j = int(iou[i].argmax())
+                matched += iou[i, j] >= 0.5 and det["label"] == truth[j]["label"]
+    total_truth = sum(len(frames[r["frame"]["index"]]) for r in got)
+    assert exact / n >= 0.9, f"label sets right in {exact}/{n} results"
+    assert matched / total_truth >= 0.9, f"{matched}/{total_truth} objects found"
+    assert statuses(sub)[0] == "online" and statuses(sub)[-1] == "stopped"
+    stats = [json.loads(p) for p in sub.payloads("/stats")]
+    assert stats and stats[-1]["cameras"]["cam"]["inferred"] > 0
+    sub.close()
+
+
+def test_sigterm_stops_cleanly_and_sigkill_leaves_offline(
+    broker: Broker, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """SIGTERM: status goes online → stopped and the daemon exits 0 within a few seconds.
+    SIGKILL: the broker publishes the Last Will `offline`."""
+    sub = Subscriber(broker, f"edge/{DEVICE}/#")
+    d = Daemon(tmp_path, config(broker, tmp_path, "synthetic", fps=10))
+    daemons.append(d)
+    assert sub.wait_until(lambda ms: len(results(sub)) >= 5, 30), d.log()
+    t0 = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.wait(10) == 0
+    assert time.monotonic() - t0 < 5
+    assert sub.wait_until(lambda ms: statuses(sub)[-1:] == ["stopped"], 5)
+    assert statuses(sub)[0] == "online"
+    assert "Traceback" not in d.log()
+
+    d2 = Daemon(tmp_path, config(broker, tmp_path, "synthetic", fps=10))
+    daemons.append(d2)
+    assert sub.wait_until(lambda ms: statuses(sub)[-1:] == ["online"], 30), d2.log()
+    d2.signal(signal.SIGKILL)
+    d2.wait()
+    assert sub.wait_until(lambda ms: statuses(sub)[-1:] == ["offline"], 60)
+    sub.close()
+
+
+def delivered_seqs(sub: Subscriber, boot: str | None = None) -> list[int]:
+    return [r["seq"] for r in results(sub) if boot is None or r["boot_id"] == boot]
+
+
+def assert_all_in_order(seqs: list[int], n: int) -> None:
+    """Every seq 1..n arrived, first arrivals in order, duplicates within the in-flight
+    window."""
+    first: list[int] = []
+    seen: set[int] = set()
+    for s in seqs:
+        if s not in seen:
+            seen.add(s)
+            first.append(s)
+    assert first == list(range(1, n + 1)), f"missing {sorted(set(range(1, n + 1)) - seen)}"
+    assert len(seqs) - n <= INFLIGHT, f"{len(seqs) - n} duplicates"
+
+
+@pytest.mark.slow
+def test_broker_down_30s_loses_nothing(
+    broker: Broker, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """With the daemon producing ≥ 10 results/s, the broker is killed for 30 s and restarted:
+    every result arrives, in order, duplicates bounded by the in-flight window."""
+    sub = Subscriber(broker, f"edge/{DEVICE}/+/result")
+    d = Daemon(tmp_path, config(broker, tmp_path, "synthetic", fps=15))
+    daemons.append(d)
+    assert sub.wait_until(lambda ms: len(ms) >= 30, 30), d.log()
+    broker.freeze()  # nothing acknowledged from here on, so the broker's own loss is zero
+    time.sleep(0.5)
+    broker.kill()
+    time.sleep(30)
+    broker.restart()
+    time.sleep(3)
+    d.signal(signal.SIGTERM)
+    assert d.wait(20) == 0, d.log()
+    n = d.last_seq()
+    assert n >= 15 * 30, f"only {n} results in the run"
+    assert sub.wait_until(lambda ms: len(set(delivered_seqs(sub))) >= n, 30)
+    assert_all_in_order(delivered_seqs(sub), n)
+    sub.close()
+
+
+def test_daemon_killed_during_outage_loses_nothing(
+    broker: Broker, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """A daemon SIGKILLed while the broker is down delivers its spooled results after it is
+    restarted with the same state directory."""
+    sub = Subscriber(broker, f"edge/{DEVICE}/+/result")
+    d = Daemon(tmp_path, config(broker, tmp_path, "synthetic", fps=15))
+    daemons.append(d)
+    assert sub.wait_until(lambda ms: len(ms) >= 10, 30), d.log()
+    boot = results(sub)[0]["boot_id"]
+    broker.freeze()
+    time.sleep(0.5)
+    broker.kill()
+    assert wait_for(lambda: "disconnected" in d.log() or "lost" in d.log(), 15), d.log()
+    time.sleep(3)  # ~45 results produced while the broker is down
+    d.signal(signal.SIGKILL)
+    d.wait()
+    broker.restart()
+    d2 = Daemon(tmp_path, config(broker, tmp_path, "synthetic", fps=15))
+    daemons.append(d2)
+    assert sub.wait_until(
+        lambda ms: any(json.loads(m.payload)["boot_id"] != boot for m in ms), 30
+    ), d2.log()
+    first_boot = delivered_seqs(sub, boot)
+    n = max(first_boot)
+    # 10 before the outage plus ~45 produced during it: all of them are on disk.
+    assert n >= 10 + 30, f"only {n} results of the killed run arrived"
+    assert_all_in_order(first_boot, n)
+    sub.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('device = "bad/id"\n[[cameras]]\nsource = "synthetic"\n', "device:"),
+        ('[mqtt]\nqos = 7\n[[cameras]]\nsource = "synthetic"\n', "mqtt.qos:"),
+        (
+            '[model]\npath = "/nonexistent/model.tflite"\n[[cameras]]\nsource = "synthetic"\n',
+            "/nonexistent/model.tflite",
+        ),
+    ],
+)
+def test_fatal_settings_exit_78_naming_the_key_or_file(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """Invalid config, a bad device id and an unreadable model exit 78 with a message naming
+    the key or file, and no traceback."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'state_dir = "{tmp_path / "state"}"\n' + text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--config", str(cfg)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == EX_CONFIG, proc.stderr
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
