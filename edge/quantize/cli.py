@@ -1,0 +1,250 @@
+"""``edge quantize`` (and ``scripts/quantize_model.py``): arguments, running, printing.
+
+Exit codes: 0 done (and within ``--max-drop`` when given); 1 the int8 model was written but
+quantization cost more than ``--max-drop`` allows; 78 a bad model, setting or image folder,
+or TensorFlow / ai-edge-quantizer not installed (the message says what to install).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge.errors import EX_SOFTWARE, ConfigError, EdgeError
+
+log = logging.getLogger(__name__)
+
+EX_GATE = 1  # quantization cost more than --max-drop allows
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected numbers like 127.5 or 0,0,0: {text!r}") from exc
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError("give one value or one per channel (3)")
+    return values
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"must be within 0..100, got {value}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the quantize options to ``p`` (the ``edge quantize`` subparser or the script's)."""
+    p.add_argument(
+        "model", help="float model: a Keras file (.keras, .h5), a SavedModel folder or a .tflite"
+    )
+    p.add_argument(
+        "--calibration",
+        required=True,
+        metavar="DIR",
+        help="folder of representative images (like the frames the model will see)",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
+    p.add_argument(
+        "--holdout",
+        metavar="DIR",
+        help="folder of other images to compare float and int8 on (default: the calibration "
+        "images, which flatters the int8 model)",
+    )
+    p.add_argument(
+        "--io",
+        choices=("uint8", "int8"),
+        help="integer type of the model's input and output (default: uint8; a .tflite source "
+        "gives int8 only)",
+    )
+    p.add_argument(
+        "--max-drop",
+        type=_percent,
+        metavar="PERCENT",
+        help="exit 1 when quantization costs more than this: classifiers 100 - top-1 "
+        "agreement %%, detectors 100 - box recall %%, other models 100 x mean abs error / "
+        "output range",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--count", type=_positive, default=200, help="calibration images to use (default 200)"
+    )
+    p.add_argument(
+        "--holdout-count",
+        type=_positive,
+        default=200,
+        help="held-out images to compare on (default 200)",
+    )
+    p.add_argument("--shuffle", action="store_true", help="pick images at random, not by name")
+    p.add_argument("--seed", type=int, default=0, help="seed for --shuffle (default 0)")
+    p.add_argument(
+        "--labels", metavar="FILE", help="labels file to ship (default: the one beside the model)"
+    )
+    p.add_argument(
+        "--task",
+        choices=("classification", "detection", "segmentation", "raw"),
+        help="what the model does (default: the manifest's, else inferred from its outputs)",
+    )
+    p.add_argument("--name", help="model name for the manifest (default: the --out folder name)")
+    pre = p.add_argument_group(
+        "preprocessing (default: the manifest.json beside the model, else stretch/rgb/0..1)"
+    )
+    pre.add_argument("--resize", choices=("stretch", "letterbox", "crop"))
+    pre.add_argument("--color", choices=("rgb", "bgr", "gray"))
+    pre.add_argument(
+        "--mean", type=_float_list, help="pixel-unit mean, one value or three (e.g. 127.5)"
+    )
+    pre.add_argument(
+        "--std", type=_float_list, help="pixel-unit std, one value or three (e.g. 127.5)"
+    )
+    pre.add_argument("--pad", type=int, help="letterbox padding value 0..255")
+    pre.add_argument("--interpolation", choices=("linear", "nearest", "area"))
+    p.add_argument(
+        "--bench-runs",
+        type=_non_negative,
+        default=50,
+        help="timed runs per model with edge.bench (default 50; 0 skips timing)",
+    )
+    p.add_argument(
+        "--threads", type=_positive, help="interpreter threads (default: edge's default)"
+    )
+    p.add_argument(
+        "--no-edgetpu",
+        action="store_true",
+        help="do not compile for the Edge TPU even when edgetpu_compiler is installed",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``edge quantize`` with parsed ``args``; returns the exit code (0, or 1 for a failed
+    ``--max-drop`` gate). EdgeErrors propagate for the caller to print."""
+    from dataclasses import replace
+
+    from edge.quantize.convert import identify
+    from edge.quantize.images import MIN_CALIBRATION, load_folder
+    from edge.quantize.tool import (
+        DEFAULT_PREPROCESS,
+        Request,
+        format_report,
+        preprocess_from,
+        quantize,
+        read_source_manifest,
+    )
+
+    # Cheap checks first, so a bad path fails before TensorFlow is imported.
+    source = identify(args.model)
+    preprocess = None
+    flags = {
+        k: getattr(args, k)
+        for k in ("resize", "color", "mean", "std", "pad", "interpolation")
+        if getattr(args, k) is not None
+    }
+    if flags:
+        manifest, where = read_source_manifest(source)
+        base = preprocess_from(manifest, str(where)) if manifest else None
+        preprocess = replace(base or DEFAULT_PREPROCESS, **flags)
+        problems = preprocess.problems()
+        if problems:
+            raise ConfigError(problems)
+    calibration = load_folder(
+        args.calibration,
+        option="--calibration",
+        count=args.count,
+        minimum=MIN_CALIBRATION,
+        shuffle=args.shuffle,
+        seed=args.seed,
+    )
+    holdout = None
+    if args.holdout:
+        holdout = load_folder(
+            args.holdout,
+            option="--holdout",
+            count=args.holdout_count,
+            minimum=1,
+            shuffle=args.shuffle,
+            seed=args.seed,
+        )
+    extra: dict[str, object] = {}
+    if args.name:
+        extra["name"] = args.name
+    request = Request(
+        model=source.path,
+        out=Path(args.out),
+        calibration=calibration.images,
+        holdout=holdout.images if holdout else (),
+        io=args.io,
+        preprocess=preprocess,
+        labels=Path(args.labels) if args.labels else None,
+        task=args.task,
+        manifest=extra,
+        max_drop=args.max_drop,
+        bench_runs=args.bench_runs,
+        threads=args.threads,
+        edgetpu=not args.no_edgetpu,
+        calibration_skipped=len(calibration.skipped),
+        holdout_skipped=len(holdout.skipped) if holdout else 0,
+    )
+    report = quantize(request)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report))
+    if not report.passed:
+        print(
+            f"edge quantize: quantization cost {report.agreement.drop:.2f} % "
+            f"({report.agreement.drop_meaning}), more than --max-drop {args.max_drop:g} %. "
+            f"The model was written to {report.out_dir} for inspection; calibrate with more "
+            "representative images, or keep the float model.",
+            file=sys.stderr,
+        )
+        return EX_GATE
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry point (``scripts/quantize_model.py``), with the CLI's error mapping."""
+    parser = argparse.ArgumentParser(
+        prog="quantize_model.py",
+        description="Quantize a float model to a full-integer TFLite model directory for edge.",
+    )
+    add_arguments(parser)
+    parser.add_argument(
+        "--log-level", default="warning", choices=("debug", "info", "warning", "error")
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(levelname)-7s %(name)s: %(message)s"
+    )
+    if args.log_level != "debug":
+        # TensorFlow's C++ side logs converter internals to stderr at INFO.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return run(args)
+    except EdgeError as exc:
+        print(f"edge quantize: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # a bug: keep the traceback, it is what a report needs
+        log.exception("unexpected error (please report it with the traceback above)")
+        return EX_SOFTWARE

@@ -1,0 +1,505 @@
+"""The quantize tool's Python API: float model + calibration images → an int8 model directory
+edge can run, with a report of what quantization cost.
+
+Calibration images go through edge's own :class:`~edge.preprocess.Preprocessor` with the
+float model's input tensor, so the value ranges the converter measures are those of the
+tensors edge will feed at run time. The int8 result is then loaded back through
+:class:`~edge.engine.Engine` next to the float model and both are compared on held-out images
+(:mod:`edge.quantize.compare`) and timed with :func:`edge.bench.bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import textwrap
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.bench import bench
+from edge.engine import Engine, Overrides
+from edge.errors import ConfigError, ModelError
+from edge.models import MANIFEST, parse_labels
+from edge.preprocess import PreprocessConfig, Preprocessor, TensorSpec
+from edge.quantize.compare import Agreement, agreement
+from edge.quantize.compiler import EdgeTpuReport, compile_model
+from edge.quantize.convert import Converter, SourceModel, identify
+from edge.quantize.images import MIN_CALIBRATION
+from edge.runtime import RuntimeOptions
+from edge.runtime.backends import load_backend
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.tflite"
+LABELS_FILE = "labels.txt"
+# The 0..1 convention most Keras image models are trained with; used when nothing says.
+DEFAULT_PREPROCESS = PreprocessConfig(mean=(0.0,), std=(255.0,))
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One quantization job.
+
+    calibration: BGR uint8 images (any size); at least ``MIN_CALIBRATION``. holdout: images to
+    compare float and int8 on; empty means the calibration images are reused (the report says
+    so, and the figure is then optimistic). io: ``uint8``/``int8``, None = uint8 for Keras and
+    SavedModel, int8 for a float .tflite. preprocess/labels/task: None = from the manifest
+    next to the model, else defaults. manifest: extra manifest fields to write (name, version,
+    description, made_by, postprocess, metrics). max_drop: percent, see
+    :mod:`edge.quantize.compare`. bench_runs: 0 skips timing. threads: interpreter threads for
+    comparison and timing (None = edge's default). edgetpu: compile for the Edge TPU when the
+    compiler is installed.
+    """
+
+    model: Path
+    out: Path
+    calibration: Sequence[np.ndarray]
+    holdout: Sequence[np.ndarray] = ()
+    io: str | None = None
+    preprocess: PreprocessConfig | None = None
+    labels: Path | None = None
+    task: str | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    max_drop: float | None = None
+    bench_runs: int = 50
+    threads: int | None = None
+    edgetpu: bool = True
+    calibration_skipped: int = 0
+    holdout_skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """``edge.bench`` steady-state invoke time in milliseconds."""
+
+    p50_ms: float
+    mean_ms: float
+    threads: int
+    runs: int
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What the tool did and what quantization cost. Sizes in bytes; holdout_from is
+    ``holdout`` or ``calibration`` (the calibration images were reused)."""
+
+    source: str
+    kind: str
+    out_dir: str
+    task: str
+    io: str
+    preprocess: PreprocessConfig
+    calibration_images: int
+    calibration_skipped: int
+    holdout_images: int
+    holdout_skipped: int
+    holdout_from: str
+    source_bytes: int
+    float_bytes: int
+    int8_bytes: int
+    agreement: Agreement
+    float_latency: Latency | None
+    int8_latency: Latency | None
+    edgetpu: EdgeTpuReport | None
+    max_drop: float | None
+    passed: bool
+    seconds: float
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Agreement | EdgeTpuReport):
+                v = v.to_dict()
+            elif isinstance(v, PreprocessConfig):
+                v = preprocess_dict(v)
+            elif isinstance(v, Latency):
+                v = {k: (round(x, 4) if isinstance(x, float) else x) for k, x in asdict(v).items()}
+            elif isinstance(v, float):
+                v = round(v, 4)
+            elif isinstance(v, tuple):
+                v = list(v)
+            out[f.name] = v
+        return out
+
+
+def preprocess_dict(config: PreprocessConfig) -> dict[str, Any]:
+    """A PreprocessConfig as the manifest's ``preprocess`` object."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+
+
+def read_source_manifest(source: SourceModel) -> tuple[dict[str, Any], Path | None]:
+    """The manifest.json next to the model (inside a SavedModel folder, or beside a file), and
+    the folder it was found in."""
+    places = [source.path] if source.kind == "saved_model" else []
+    places.append(source.path.parent)
+    for d in places:
+        path = d / MANIFEST
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ModelError(f"cannot read {path}: {exc}. Fix the JSON or remove it.") from exc
+            if not isinstance(data, dict):
+                raise ModelError(f"{path} must hold a JSON object")
+            return data, d
+    return {}, None
+
+
+def preprocess_from(manifest: dict[str, Any], where: str) -> PreprocessConfig | None:
+    """The manifest's ``preprocess`` object as a validated PreprocessConfig (None if absent)."""
+    raw = manifest.get("preprocess")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ModelError(f"{where}: preprocess must be an object")
+    values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()}
+    try:
+        config = PreprocessConfig(**values)
+    except TypeError as exc:
+        raise ModelError(f"{where}: preprocess: {exc}") from exc
+    problems = config.problems()
+    if problems:
+        raise ModelError(f"{where}: " + "; ".join(f"preprocess.{p}" for p in problems))
+    return config
+
+
+def quantize(req: Request) -> Report:
+    """Run the whole job: convert, calibrate, write ``req.out``, compare, time, compile.
+
+    Raises ModelError (unusable model), ConfigError (bad settings, too few images) or
+    RuntimeUnavailableError (TensorFlow / ai-edge-quantizer missing). A failed ``max_drop``
+    gate is not an exception: ``Report.passed`` is False and the files are still written.
+    """
+    t_start = time.perf_counter()
+    source = identify(req.model)
+    manifest, manifest_dir = read_source_manifest(source)
+    where = str(manifest_dir / MANIFEST) if manifest_dir else ""
+    warnings: list[str] = []
+    pre = req.preprocess or preprocess_from(manifest, where)
+    if pre is None:
+        pre = DEFAULT_PREPROCESS
+        warnings.append(
+            "no preprocessing given (flags or a manifest.json next to the model): assumed "
+            "stretch resize, RGB, inputs scaled to 0..1 (mean 0, std 255)"
+        )
+    problems = pre.problems()
+    if problems:
+        raise ConfigError(problems)
+    if len(req.calibration) < MIN_CALIBRATION:
+        raise ConfigError(
+            f"--calibration: {len(req.calibration)} image(s) given; at least {MIN_CALIBRATION} "
+            "representative images are needed"
+        )
+    out = _check_out(req.out, source)
+    labels_text = _labels(req.labels, manifest, manifest_dir, source)
+    io = req.io or ("int8" if source.kind == "tflite" else "uint8")
+    converter = Converter(source)
+    float_model = converter.float_tflite()
+    spec = _float_input(float_model, source.path)
+    preprocessor = Preprocessor(spec, pre)
+    samples = [preprocessor.to_array(image)[0] for image in req.calibration]
+    log.info("calibrating %s on %d images", source.path.name, len(samples))
+    int8_model = converter.quantize(samples, io)
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edge-quantize-") as tmp:
+        float_dir = Path(tmp) / "float"
+        float_dir.mkdir()
+        base = _manifest(req, manifest, pre, io, out.name)
+        if labels_text is not None:
+            base["labels"] = LABELS_FILE
+        _write_dir(float_dir, float_model, labels_text, base)
+        options = RuntimeOptions(threads=req.threads)
+        probe = Engine.load(float_dir, options, Overrides(task=base.get("task")))
+        task = probe.task
+        base["task"] = task
+        overrides = _compare_overrides(probe)
+        warnings.extend(_label_problems(probe, labels_text))
+        del probe
+        _write_dir(float_dir, float_model, labels_text, base)
+        _write_dir(out, int8_model, labels_text, base)
+        ref = Engine.load(float_dir, options, overrides)
+        cand = Engine.load(out, options, overrides)
+        holdout = req.holdout or req.calibration
+        holdout_from = "holdout" if req.holdout else "calibration"
+        if not req.holdout:
+            warnings.append(
+                "no holdout images: float and int8 were compared on the calibration images, "
+                "which flatters the int8 model; pass --holdout DIR for an honest figure"
+            )
+        agree = agreement(ref, cand, holdout)
+        float_latency = _latency(float_dir / MODEL_FILE, options, req.bench_runs)
+        int8_latency = _latency(out / MODEL_FILE, options, req.bench_runs)
+    edgetpu = compile_model(out / MODEL_FILE, out) if req.edgetpu else None
+    passed = req.max_drop is None or agree.drop <= req.max_drop + 1e-9
+    metrics = dict(base.get("metrics") or {})
+    metrics["quantization"] = {
+        "compared_on": f"{len(holdout)} {holdout_from} images",
+        **agree.to_dict(),
+    }
+    base["metrics"] = metrics
+    _write_json(out / MANIFEST, _ordered(base))
+    labels_note = "" if labels_text is not None else " (no labels file)"
+    log.info("wrote %s%s", out, labels_note)
+    return Report(
+        source=str(source.path),
+        kind=source.kind,
+        out_dir=str(out),
+        task=task,
+        io=io,
+        preprocess=pre,
+        calibration_images=len(samples),
+        calibration_skipped=req.calibration_skipped,
+        holdout_images=len(holdout),
+        holdout_skipped=req.holdout_skipped,
+        holdout_from=holdout_from,
+        source_bytes=source.size_bytes,
+        float_bytes=len(float_model),
+        int8_bytes=len(int8_model),
+        agreement=agree,
+        float_latency=float_latency,
+        int8_latency=int8_latency,
+        edgetpu=edgetpu,
+        max_drop=req.max_drop,
+        passed=passed,
+        seconds=time.perf_counter() - t_start,
+        warnings=tuple(warnings),
+    )
+
+
+def update_manifest(model_dir: Path, changes: dict[str, Any]) -> None:
+    """Merge ``changes`` into ``model_dir``'s manifest (``metrics`` is merged key by key)."""
+    path = model_dir / MANIFEST
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for k, v in changes.items():
+        if k == "metrics" and isinstance(v, dict):
+            data["metrics"] = {**(data.get("metrics") or {}), **v}
+        else:
+            data[k] = v
+    _write_json(path, data)
+
+
+def _check_out(out: Path, source: SourceModel) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} exists and is not a folder; give a folder to write into")
+    target = out / MODEL_FILE
+    if target.exists() and target.resolve() == source.path.resolve():
+        raise ConfigError(
+            f"--out: writing {target} would overwrite the model being quantized; choose "
+            "another output folder"
+        )
+    return out
+
+
+def _float_input(model: bytes, path: Path) -> TensorSpec:
+    """The float model's single input, checked to be a fixed-size float32 image."""
+    raw = load_backend().module.Interpreter(model_content=model)
+    details = raw.get_input_details()
+    if len(details) != 1:
+        raise ModelError(
+            f"{path.name} has {len(details)} inputs; edge feeds one image input. Quantize a "
+            "model with a single [height, width, channels] input."
+        )
+    d = details[0]
+    signature = [int(s) for s in d.get("shape_signature", d["shape"])]
+    spec = TensorSpec.from_details(d)
+    if len(signature) == 4 and any(s < 0 for s in signature[1:]):
+        raise ModelError(
+            f"{path.name} has an input of size {signature} (-1 = not fixed); edge needs a fixed "
+            "image size. Build the model with one, e.g. keras.Input((224, 224, 3)), and export "
+            "it again."
+        )
+    if spec.dtype != np.float32:
+        raise ModelError(
+            f"{path.name} already has a {spec.dtype} input, so it is quantized: edge runs it "
+            "as it is. The quantize tool needs the float model."
+        )
+    return spec
+
+
+def _labels(
+    given: Path | None, manifest: dict[str, Any], manifest_dir: Path | None, source: SourceModel
+) -> str | None:
+    """Text of the labels file: ``given``, the manifest's, or labels.txt next to the model."""
+    if given is not None:
+        candidates = [given]
+    else:
+        candidates = []
+        if manifest_dir is not None and manifest.get("labels"):
+            candidates.append(manifest_dir / str(manifest["labels"]))
+        beside = source.path if source.kind == "saved_model" else source.path.parent
+        candidates.append(beside / LABELS_FILE)
+    for c in candidates:
+        if c.is_file():
+            try:
+                return c.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"--labels: cannot read {c}: {exc}") from exc
+    if given is not None:
+        raise ConfigError(f"--labels: {given} does not exist; give a text file, one label a line")
+    return None
+
+
+def _manifest(
+    req: Request,
+    source_manifest: dict[str, Any],
+    pre: PreprocessConfig,
+    io: str,
+    default_name: str,
+) -> dict[str, Any]:
+    extra = req.manifest
+    keep = ("name", "version", "description", "made_by", "postprocess", "metrics")
+    merged = {k: source_manifest[k] for k in keep if k in source_manifest}
+    merged.update(extra)
+    manifest: dict[str, Any] = {
+        "name": merged.get("name", default_name),
+        "version": merged.get("version", "1.0.0"),
+        "model": MODEL_FILE,
+    }
+    if req.task or source_manifest.get("task"):
+        manifest["task"] = req.task or source_manifest["task"]
+    if "description" in merged:
+        manifest["description"] = merged["description"]
+    manifest["made_by"] = merged.get("made_by", f"edge quantize --io {io}")
+    manifest["preprocess"] = preprocess_dict(pre)
+    if "postprocess" in merged:
+        manifest["postprocess"] = merged["postprocess"]
+    manifest["metrics"] = dict(merged.get("metrics") or {})
+    return manifest
+
+
+def _write_dir(d: Path, model: bytes, labels: str | None, manifest: dict[str, Any]) -> None:
+    """Write a model directory edge reads; files are replaced atomically."""
+    _write_bytes(d / MODEL_FILE, model)
+    if labels is not None:
+        _write_bytes(d / LABELS_FILE, labels.encode("utf-8"))
+    _write_json(d / MANIFEST, _ordered(manifest))
+
+
+def _ordered(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its keys in the documented order and None values dropped."""
+    order = ["name", "version", "model", "labels", "task", "description", "made_by"]
+    keys = [k for k in order if k in manifest] + [k for k in manifest if k not in order]
+    return {k: manifest[k] for k in keys if manifest[k] is not None}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    _write_bytes(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _compare_overrides(engine: Engine) -> Overrides:
+    """Settings under which both models report everything comparable: every class of a
+    classifier with threshold 0; detectors keep their own thresholds."""
+    if engine.task == "classification":
+        classes = int(np.prod(engine.interpreter.outputs[0].shape))
+        return Overrides(task="classification", top_k=max(1, classes), threshold=0.0)
+    return Overrides(task=engine.task)
+
+
+def _label_problems(engine: Engine, labels: str | None) -> list[str]:
+    """A warning when a classifier's labels do not name its classes one to one."""
+    if engine.task != "classification":
+        return []
+    classes = int(np.prod(engine.interpreter.outputs[0].shape))
+    if labels is None:
+        return [f"no labels file: results will name the {classes} classes by number (--labels)"]
+    named = len(parse_labels(labels))
+    if named != classes:
+        return [f"the labels file names {named} labels but the model has {classes} classes"]
+    return []
+
+
+def _latency(path: Path, options: RuntimeOptions, runs: int) -> Latency | None:
+    if runs <= 0:
+        return None
+    r = bench(path, options, runs=runs, warmup=max(1, runs // 10))
+    return Latency(r.p50_ms, r.mean_ms, r.threads, r.runs)
+
+
+def format_report(r: Report) -> str:
+    """The human-readable report ``edge quantize`` prints."""
+    a = r.agreement
+    lines = [
+        f"quantized {r.source} ({r.kind}) -> {r.out_dir}",
+        f"  task {r.task}   io {r.io}   calibration {r.calibration_images} images"
+        + (f" ({r.calibration_skipped} undecodable skipped)" if r.calibration_skipped else ""),
+        f"  preprocess resize {r.preprocess.resize}, {r.preprocess.color}, mean "
+        f"{_nums(r.preprocess.mean)}, std {_nums(r.preprocess.std)}",
+        "",
+        f"  {'':<26}{'float':>12}{'int8':>12}",
+        f"  {'size':<26}{_size(r.float_bytes):>12}{_size(r.int8_bytes):>12}"
+        f"   ({r.float_bytes / max(1, r.int8_bytes):.1f}x smaller; source file "
+        f"{_size(r.source_bytes)})",
+    ]
+    if r.float_latency and r.int8_latency:
+        fl, il = r.float_latency, r.int8_latency
+        lines.append(
+            f"  {'latency p50 (ms)':<26}{fl.p50_ms:>12.3f}{il.p50_ms:>12.3f}"
+            f"   ({fl.threads} thread(s), {il.runs} runs, edge.bench)"
+        )
+        lines.append(f"  {'latency mean (ms)':<26}{fl.mean_ms:>12.3f}{il.mean_ms:>12.3f}")
+    lines.append("")
+    lines.append(f"  agreement on {r.holdout_images} {r.holdout_from} images:")
+    if a.top1_agreement is not None:
+        lines.append(f"    top-1 agreement          {a.top1_agreement:.2f} %")
+        lines.append(f"    mean score error         {a.mean_score_error:.4f}")
+    if a.box_recall is not None:
+        lines.append(
+            f"    box recall               {a.box_recall:.2f} %   ({a.float_boxes} float boxes, "
+            f"{a.int8_boxes} int8 boxes)"
+        )
+        iou = "n/a" if a.mean_iou is None or math.isnan(a.mean_iou) else f"{a.mean_iou:.4f}"
+        lines.append(f"    mean IoU of matches      {iou}")
+    if a.mean_abs_error is not None:
+        lines.append(
+            f"    mean absolute error      {a.mean_abs_error:.6g}   (float output range "
+            f"{a.output_range:.6g})"
+        )
+    gate = ""
+    if r.max_drop is not None:
+        gate = f"   max allowed {r.max_drop:g} %: {'PASS' if r.passed else 'FAIL'}"
+    lines.append(f"    drop                     {a.drop:.2f} %   ({a.drop_meaning}){gate}")
+    if r.edgetpu is not None:
+        lines.append("")
+        tpu = r.edgetpu
+        if tpu.compiled:
+            lines.append(f"  edge tpu: {tpu.model_file}: {tpu.message}")
+            for row in tpu.rows:
+                if not row.mapped:
+                    lines.append(f"    on the CPU: {row.op} x{row.count}: {row.status}")
+        else:
+            lines.append(_wrap(f"edge tpu: {tpu.message}"))
+    for w in r.warnings:
+        lines.append(_wrap(f"note: {w}"))
+    lines.append(f"  done in {r.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, width=96, initial_indent="  ", subsequent_indent="    ")
+
+
+def _size(n: int) -> str:
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.2f} MiB"
+    return f"{n / 1024:.1f} KiB"
+
+
+def _nums(values: tuple[float, ...]) -> str:
+    return ",".join(f"{v:g}" for v in values)
