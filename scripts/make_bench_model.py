@@ -26,7 +26,8 @@ from shapes_data import seconds
 
 from edge.bench import bench
 from edge.preprocess import PreprocessConfig
-from edge.quantize.tool import MODEL_FILE, Request, format_report, quantize, update_manifest
+from edge.quantize.report import format_report
+from edge.quantize.tool import MODEL_FILE, Request, quantize, update_manifest
 from edge.runtime import RuntimeOptions
 from edge.scene import MovingScene
 

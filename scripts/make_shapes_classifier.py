@@ -29,7 +29,8 @@ from shapes_data import classifier_sample, float_preprocessor, pack, seconds
 
 from edge.engine import Engine, Overrides
 from edge.preprocess import PreprocessConfig
-from edge.quantize.tool import Request, format_report, quantize, update_manifest
+from edge.quantize.report import format_report
+from edge.quantize.tool import Request, quantize, update_manifest
 from edge.runtime import RuntimeOptions
 from edge.scene import CLASSIFIER_LABELS
 

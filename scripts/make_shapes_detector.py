@@ -43,7 +43,8 @@ from edge.engine import Engine, Overrides
 from edge.preprocess import PreprocessConfig
 from edge.quantize.convert import Converter, identify
 from edge.quantize.metrics import Boxes, mean_average_precision
-from edge.quantize.tool import MODEL_FILE, Request, format_report, quantize, update_manifest
+from edge.quantize.report import format_report
+from edge.quantize.tool import MODEL_FILE, Request, quantize, update_manifest
 from edge.runtime import RuntimeOptions
 from edge.scene import SHAPES
 

@@ -8,7 +8,8 @@ package, without them. The daemon never imports this package.
 
 Modules: :mod:`~edge.quantize.cli` (arguments and exit codes), :mod:`~edge.quantize.tool` (the
 Python API, :func:`~edge.quantize.tool.quantize`), :mod:`~edge.quantize.convert` (TensorFlow and
-ai-edge-quantizer), :mod:`~edge.quantize.images` (image folders), :mod:`~edge.quantize.compare`
+ai-edge-quantizer), :mod:`~edge.quantize.images` (image folders), :mod:`~edge.quantize.report`
+(the printed and JSON report), :mod:`~edge.quantize.compare`
 and :mod:`~edge.quantize.metrics` (float vs int8, mAP), :mod:`~edge.quantize.compiler` (Edge
 TPU).
 """

@@ -142,10 +142,10 @@ def run(args: argparse.Namespace) -> int:
 
     from edge.quantize.convert import identify
     from edge.quantize.images import MIN_CALIBRATION, load_folder
+    from edge.quantize.report import format_report
     from edge.quantize.tool import (
         DEFAULT_PREPROCESS,
         Request,
-        format_report,
         preprocess_from,
         quantize,
         read_source_manifest,
