@@ -367,7 +367,8 @@ def _run(args: argparse.Namespace) -> int:
 def _log_level_given(args: argparse.Namespace) -> bool:
     """Whether --log-level or EDGE_LOG_LEVEL chose the level (else the config file does)."""
     return "EDGE_LOG_LEVEL" in os.environ or any(
-        a == "--log-level" or a.startswith("--log-level=") for a in sys.argv[1:])
+        a == "--log-level" or a.startswith("--log-level=") for a in sys.argv[1:]
+    )
 
 
 def _check_config_args(p: argparse.ArgumentParser) -> None:
@@ -417,6 +418,42 @@ def _listen(args: argparse.Namespace) -> int:
     return listen.run(args)
 
 
+def _preview_args(p: argparse.ArgumentParser) -> None:
+    from edge import preview
+
+    preview.add_arguments(p)
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from edge import preview
+
+    return preview.run(args)
+
+
+def _batch_args(p: argparse.ArgumentParser) -> None:
+    from edge import batch
+
+    batch.add_arguments(p)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from edge import batch
+
+    return batch.run(args)
+
+
+def _quantize_args(p: argparse.ArgumentParser) -> None:
+    from edge import quantize
+
+    quantize.add_arguments(p)
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from edge import quantize
+
+    return quantize.run(args)
+
+
 def _demo_args(p: argparse.ArgumentParser) -> None:
     from edge import demo
 
@@ -451,6 +488,24 @@ COMMANDS: list[Command] = [
         _check_config,
     ),
     ("listen", "print results and status arriving on the broker", _listen_args, _listen),
+    (
+        "preview",
+        "watch annotated frames in a browser or the terminal (the daemon's pipeline)",
+        _preview_args,
+        _preview,
+    ),
+    (
+        "batch",
+        "run a model over files, folders, globs and videos into JSON Lines",
+        _batch_args,
+        _batch,
+    ),
+    (
+        "quantize",
+        "float model → full-integer TFLite, with an accuracy report and gate (edge[quantize])",
+        _quantize_args,
+        _quantize,
+    ),
     (
         "demo",
         "run the daemon on the sample clip and show its results (no setup needed)",

@@ -135,7 +135,7 @@ class CameraSettings:
     )
     name: str = key("camera", "Camera name: a topic level.", check=topic_name_problem)
     fps: float = key(
-        0.0, "Target frames per second; 0 = as fast as the source delivers.", min=0.0, max=240.0
+        0.0, "Target frames per second; 0 = as fast as the source delivers.", min=0.0, max=1000.0
     )
     width: int = key(0, "Requested capture width; 0 = the source's default.", min=0)
     height: int = key(0, "Requested capture height; 0 = the source's default.", min=0)

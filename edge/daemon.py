@@ -148,7 +148,7 @@ class Daemon:
     def _loop(self) -> None:
         start = time.monotonic()
         next_stats = start + min(2.0, self.config.mqtt.stats_interval)
-        last_progress = -1
+        last_captured = last_handled = -1
         while not self._stop.wait(0.5):
             now = time.monotonic()
             pipeline = self.pipeline
@@ -162,11 +162,12 @@ class Daemon:
                 log.error("%s", fatal)
                 self.exit_code = fatal.exit_code if isinstance(fatal, EdgeError) else 1
                 return
-            progress = pipeline.progress()
-            if progress != last_progress:
-                # Liveness means frames flow: a stuck camera or interpreter stops the beat.
+            captured, handled, idle = pipeline.progress()
+            if captured != last_captured and (handled != last_handled or idle):
+                # Liveness means frames flow through inference: a camera that stopped
+                # delivering, or an interpreter stuck in invoke(), stops the beat.
                 self.notifier.watchdog()
-                last_progress = progress
+            last_captured, last_handled = captured, handled
             if now >= next_stats:
                 next_stats = now + self.config.mqtt.stats_interval
                 self._publish_stats()

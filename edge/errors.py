@@ -7,7 +7,7 @@ so callers catch one family. Every message names what was wrong and what to do n
     ├── ConfigError                exit 78  a setting is invalid (EX_CONFIG); carries every problem
     ├── ModelError                 exit 78  a model file, labels or manifest cannot be used
     │   └── DelegateError          exit 78  an accelerator delegate (Edge TPU) cannot be loaded
-    ├── RuntimeUnavailableError    exit 78  no TFLite runtime is installed
+    ├── RuntimeUnavailableError    exit 78  a package the command needs is not installed
     ├── InputError                 exit 66  an input file (image, video) cannot be read (EX_NOINPUT)
     ├── SourceError                exit 1   a camera or stream failed; the daemon retries these
     └── SinkError                  exit 1   a result sink (MQTT, outbox) failed
@@ -61,7 +61,8 @@ class DelegateError(ModelError):
 
 
 class RuntimeUnavailableError(EdgeError):
-    """No TFLite interpreter package is importable."""
+    """A package this command needs is not installed (a TFLite runtime, or TensorFlow for
+    ``edge quantize``); the message names what to install."""
 
     exit_code = EX_CONFIG
 

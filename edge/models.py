@@ -11,21 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from edge.errors import ModelError
+from edge.labels import parse_labels
 from edge.preprocess import PreprocessConfig
 from edge.result import TASKS
+from edge.tflite_metadata import read_metadata
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 LABEL_FILES = ("labels.txt", "labelmap.txt", "labels")
-_ID_LABEL = re.compile(r"^\s*(\d+)(?:\s*[:,]\s*|\s+)(\S.*?)\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,28 +77,6 @@ class ModelSpec:
     postprocess: PostprocessConfig = PostprocessConfig()
     description: str = ""
     directory: Path | None = None
-
-
-def parse_labels(text: str) -> dict[int, str]:
-    """Labels from either common format.
-
-    One label per line (line i is class i), or ``id label`` lines with gaps, as Coral's model zoo
-    ships COCO (``0  person``, ``2  car``). The second format is chosen only when every non-empty
-    line starts with a number followed by a label, so a plain list whose labels are numbers
-    (``0``, ``1``) stays a plain list.
-    """
-    lines = [ln.rstrip("\r") for ln in text.split("\n")]
-    while lines and not lines[-1].strip():
-        lines.pop()
-    content = [ln for ln in lines if ln.strip()]
-    if content and all(_ID_LABEL.match(ln) for ln in content):
-        out = {}
-        for ln in content:
-            m = _ID_LABEL.match(ln)
-            assert m is not None
-            out[int(m.group(1))] = m.group(2)
-        return out
-    return {i: ln.strip() for i, ln in enumerate(lines)}
 
 
 def model_search_path() -> list[Path]:
@@ -249,7 +227,7 @@ def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
     name = str(manifest.get("name") or (directory.name if directory else path.stem))
     version = str(manifest.get("version", ""))
     description = str(manifest.get("description", ""))
-    meta = _embedded_metadata(path)
+    meta = read_metadata(path)
     if meta is not None:
         labels = labels or meta.labels
         version = version or meta.version
@@ -267,11 +245,3 @@ def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
         description=description,
         directory=directory,
     )
-
-
-def _embedded_metadata(path: Path) -> Any:
-    try:
-        from edge.tflite_metadata import read_metadata
-    except ImportError:  # reader not available in this build
-        return None
-    return read_metadata(path)

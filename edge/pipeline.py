@@ -28,9 +28,11 @@ from edge.capture import CaptureThread
 from edge.config import CameraSettings, Config
 from edge.engine import Engine, Overrides
 from edge.frame import Frame
+from edge.preprocess import Transform
 from edge.result import Result
 from edge.runtime import RuntimeOptions
 from edge.sources import SourceSpec, parse_source
+from edge.sources.opencv import classify
 from edge.stats import Counters, LatencyWindow, RateMeter
 from edge.system import cpu_seconds, cpu_temperature_c, rss_mb
 
@@ -49,25 +51,48 @@ class ResultListener(Protocol):
     ) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A captured frame already preprocessed into a model-input tensor on its capture thread.
+
+    preprocess_ms: time spent filling ``tensor`` (perf_counter milliseconds).
+    """
+
+    frame: Frame
+    tensor: np.ndarray
+    transform: Transform
+    preprocess_ms: float
+
+
 class FrameSlots:
-    """One slot per camera; ``put`` replaces an unconsumed frame (drop-oldest), ``take``
-    returns the oldest waiting frame across the cameras so none starves."""
+    """One slot per camera; ``put`` replaces an unconsumed job (drop-oldest), ``take``
+    returns the one captured longest ago across the cameras, so none starves."""
 
     def __init__(self) -> None:
-        self._slots: dict[str, Frame] = {}
+        self._slots: dict[str, Job] = {}
         self._taken = 0
         self._cond = threading.Condition()
         self._closed = False
 
-    def put(self, camera: str, frame: Frame) -> bool:
-        """Store ``frame``; True when it replaced one that was never taken."""
+    def put(self, camera: str, job: Job, wait: bool = False) -> bool:
+        """Store ``frame``; True when it replaced one that was never taken.
+
+        wait: block until the previous frame was taken instead (lossless sources: files read
+        faster than real time and unpaced synthetic frames, where dropping would only waste
+        the work of making the frame). Returns False without storing when closed meanwhile.
+        """
         with self._cond:
+            if wait:
+                while camera in self._slots and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return False
             replaced = camera in self._slots
-            self._slots[camera] = frame
-            self._cond.notify()
+            self._slots[camera] = job
+            self._cond.notify_all()
             return replaced
 
-    def take(self, timeout: float) -> Frame | None:
+    def take(self, timeout: float) -> Job | None:
         """The oldest waiting frame, or None after ``timeout`` seconds or when closed."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -78,8 +103,9 @@ class FrameSlots:
                 self._cond.wait(left)
             if not self._slots:
                 return None
-            camera = min(self._slots, key=lambda c: self._slots[c].ts_mono)
+            camera = min(self._slots, key=lambda c: self._slots[c].frame.ts_mono)
             self._taken += 1
+            self._cond.notify_all()  # a lossless producer may be waiting for the slot
             return self._slots.pop(camera)
 
     def done(self) -> None:
@@ -179,33 +205,38 @@ class InferenceWorker(threading.Thread):
         self.base_payload = base_payload
         self.latency_ms = latency_ms
         self.stop_event = stop
-        self.progress = 0  # frames handled (inferred or skipped): the watchdog's heartbeat
+        self.handled = 0  # jobs taken (inferred or skipped): half of the watchdog's heartbeat
 
     def run(self) -> None:
         while not self.stop_event.is_set():
-            frame = self.slots.take(timeout=0.25)
-            if frame is None:
+            job = self.slots.take(timeout=0.25)
+            if job is None:
                 continue
             try:
-                self._handle(frame)
+                self._handle(job)
             except Exception:  # one bad frame must not stop the camera
-                log.exception("inference failed on a frame from %s", frame.source)
-                self.cameras[frame.source].counters.add("errors")
+                log.exception("inference failed on a frame from %s", job.frame.source)
+                self.cameras[job.frame.source].counters.add("errors")
             finally:
+                self.handled += 1
                 self.slots.done()
 
-    def _handle(self, frame: Frame) -> None:
+    def _handle(self, job: Job) -> None:
+        frame = job.frame
         cam = self.cameras[frame.source]
         start = time.monotonic()
         waited_ms = (start - frame.ts_mono) * 1000
-        self.progress += 1
         if self.latency_ms and waited_ms > self.latency_ms:
             cam.counters.add("skipped_latency")
             return
-        if not cam.moved(frame):
-            cam.counters.add("skipped_motion")
-            return
-        result = self.engine.infer(frame.image, source=cam.name, index=frame.index)
+        result = self.engine.infer_prepared(
+            job.tensor,
+            job.transform,
+            frame.image.shape,
+            job.preprocess_ms,
+            source=cam.name,
+            index=frame.index,
+        )
         cam.seq += 1
         cam.counters.add("inferred")
         cam.fps_out.tick()
@@ -236,12 +267,17 @@ class InferenceWorker(threading.Thread):
 
 
 def source_spec(camera: CameraSettings, lores: tuple[int, int] | None = None) -> SourceSpec:
-    """The source spec for a configured camera (lores: picamera2's ISP-scaled stream size)."""
+    """The source spec for a configured camera (lores: picamera2's ISP-scaled stream size).
+
+    ``fps = 0`` keeps the source's own rate, except for the synthetic source, where it means
+    unpaced (as fast as inference takes frames: for benchmarks).
+    """
     base = parse_source(camera.source)
+    fps = camera.fps or (None if base.kind == "synthetic" else base.fps)
     return replace(
         base,
         name=camera.name,
-        fps=camera.fps or base.fps,
+        fps=fps,
         width=camera.width or base.width,
         height=camera.height or base.height,
         rotate=camera.rotate,
@@ -250,6 +286,16 @@ def source_spec(camera: CameraSettings, lores: tuple[int, int] | None = None) ->
         realtime=camera.realtime,
         lores=lores if base.kind == "picamera2" else None,
     )
+
+
+def lossless(spec: SourceSpec) -> bool:
+    """Whether frames should wait for inference instead of being dropped: sources that are
+    not live (files read faster than real time, unpaced synthetic frames)."""
+    if spec.kind == "synthetic":
+        return spec.fps is None
+    if spec.kind == "images" or (spec.kind == "opencv" and classify(spec.target) == "file"):
+        return not spec.realtime
+    return False
 
 
 def runtime_options(config: Config) -> RuntimeOptions:
@@ -317,20 +363,35 @@ class Pipeline:
             pre = engine.preprocessor
             for cam in cams:
                 state = states[cam.name]
+                spec = source_spec(cam, lores=(pre.width, pre.height))
                 state.capture = CaptureThread(
-                    source_spec(cam, lores=(pre.width, pre.height)),
-                    on_frame=self._deliver(slots, state),
+                    spec,
+                    on_frame=self._deliver(slots, state, engine, lossless(spec)),
                     stop=self._stop,
                 )
         self.rss_after_models = rss_mb()
         self.memory_over_budget = False
 
     @staticmethod
-    def _deliver(slots: FrameSlots, state: CameraState) -> Callable[[Frame], None]:
+    def _deliver(
+        slots: FrameSlots, state: CameraState, engine: Engine, lossless: bool
+    ) -> Callable[[Frame], None]:
+        """The capture thread's hand-off: motion gate, then preprocess into a fresh tensor
+        (overlapping the previous frame's invoke on the inference thread), then the slot."""
+        pre = engine.new_preprocessor()
+        shape = (1, pre.height, pre.width, pre.channels)
+
         def deliver(frame: Frame) -> None:
             state.counters.add("captured")
             state.fps_in.tick(frame.ts_mono)
-            if slots.put(state.name, frame):
+            if not state.moved(frame):
+                state.counters.add("skipped_motion")
+                return
+            t0 = time.perf_counter()
+            tensor = np.empty(shape, pre.spec.dtype)
+            transform = pre.run(frame.image, tensor)
+            job = Job(frame, tensor, transform, (time.perf_counter() - t0) * 1000)
+            if slots.put(state.name, job, wait=lossless):
                 state.counters.add("dropped")
 
         return deliver
@@ -374,15 +435,19 @@ class Pipeline:
                 c["skipped_motion"],
             )
 
-    def progress(self) -> int:
-        """Frames handled so far by all inference threads (grows while frames flow)."""
-        return sum(w.progress for w in self.workers)
+    def progress(self) -> tuple[int, int, bool]:
+        """(frames captured, frames taken by inference, inference idle) over all cameras: the
+        daemon's liveness check wants both counts to move, or inference to have nothing to
+        do (a hung interpreter stops the second count while capture keeps dropping)."""
+        captured = sum(c.counters["captured"] for c in self.cameras.values())
+        handled = sum(w.handled for w in self.workers)
+        return captured, handled, all(w.slots.idle() for w in self.workers)
 
     def finished(self) -> bool:
         """True when every source has ended (finite files) and its last frame was inferred."""
         caps = [c.capture for c in self.cameras.values()]
         return all(c is not None and not c.is_alive() for c in caps) and all(
-            w.idle() for w in self.workers
+            w.slots.idle() for w in self.workers
         )
 
     def failure(self) -> Exception | None:

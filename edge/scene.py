@@ -107,28 +107,37 @@ def random_shapes(
     max_size: float,
     speed: float = 0.0,
     max_tries: int = 200,
+    *,
+    min_gap: float = 4.0,
+    margin: float = 0.75,
 ) -> list[Shape]:
-    """Up to ``count`` shapes fully inside the image whose boxes do not overlap.
+    """Up to ``count`` shapes inside the image whose boxes keep ``min_gap`` apart.
 
     speed: maximum velocity in pixels per second, for moving scenes (0 for stills).
+    min_gap: pixels kept between any two boxes. A negative gap lets two boxes overlap by up to
+    ``-min_gap`` pixels along one axis (any amount along the other), so shapes touch or partly
+    cover each other; list order is drawing order, later shapes on top.
+    margin: least distance from a shape's centre to the image border, as a fraction of its
+    size. 0.75 keeps every rotated shape whole; below about 0.65 a rotated square or triangle
+    may be cut by the border.
     """
     shapes: list[Shape] = []
     for _ in range(max_tries):
         if len(shapes) == count:
             break
         size = float(rng.uniform(min_size, max_size))
-        margin = size * 0.75
+        border = size * margin
         s = Shape(
             kind=str(rng.choice(SHAPES)),
             colour=str(rng.choice(list(COLOURS))),
-            cx=float(rng.uniform(margin, width - margin)),
-            cy=float(rng.uniform(margin, height - margin)),
+            cx=float(rng.uniform(border, width - border)),
+            cy=float(rng.uniform(border, height - border)),
             size=size,
             angle=float(rng.uniform(-20, 20)),
             vx=float(rng.uniform(-speed, speed)),
             vy=float(rng.uniform(-speed, speed)),
         )
-        if all(not _overlap(s.box(), o.box(), pad=4) for o in shapes):
+        if all(not _overlap(s.box(), o.box(), pad=min_gap) for o in shapes):
             shapes.append(s)
     return shapes
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edge.errors import ModelError
-from edge.models import parse_labels
+from edge.labels import parse_labels
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ import numpy as np
 from edge.bench import bench
 from edge.engine import Engine, Overrides
 from edge.errors import ConfigError, ModelError
-from edge.models import MANIFEST, parse_labels
+from edge.labels import parse_labels
+from edge.models import MANIFEST
 from edge.preprocess import PreprocessConfig, Preprocessor, TensorSpec
 from edge.quantize.compare import agreement
 from edge.quantize.compiler import compile_model

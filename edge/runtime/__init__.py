@@ -150,8 +150,13 @@ def check_file(path: Path) -> None:
         )
 
 
-def load(path: Path, options: RuntimeOptions | None = None) -> Interpreter:
+def load(path: Path, options: RuntimeOptions | None = None, verify: bool = True) -> Interpreter:
     """Load and allocate ``path`` with ``options``.
+
+    verify: also run one inference on a zero input, so that errors TFLite only finds at the
+    first ``invoke()`` (ops after a dynamic-shape tensor are prepared then, including unknown
+    custom ops) surface here as ModelError, not on the first camera frame. ``edge bench`` turns
+    it off to time that first inference itself.
 
     Raises ModelError for bad files and unsupported ops, DelegateError when the Edge TPU cannot
     be used and the fallback is ``fail``, RuntimeUnavailableError when no runtime is installed.
@@ -189,6 +194,8 @@ def load(path: Path, options: RuntimeOptions | None = None) -> Interpreter:
         with _native_stderr_to_log():
             raw = mod.Interpreter(**kwargs)
             raw.allocate_tensors()
+            if verify:
+                raw.invoke()  # input values do not matter for this check
     except (ValueError, RuntimeError) as exc:
         raise _explain(path, exc, delegate, backend) from exc
     init_ms = (time.perf_counter() - t0) * 1000
@@ -254,14 +261,15 @@ def _explain(path: Path, exc: Exception, delegate: str, backend: Backend) -> Mod
     text = str(exc)
     runtime = f"{backend.name} {backend.version}"
     match = _CUSTOM_OP.search(text)
-    if match and match.group(1) == EDGETPU_OP:
+    op = match.group(1).rstrip(".") if match else ""  # the message ends the name with a "."
+    if op == EDGETPU_OP:
         return ModelError(
             f"{path} was compiled for the Coral Edge TPU (it contains {EDGETPU_OP}) but no "
             "Edge TPU delegate is loaded. Run it with --delegate edgetpu on a machine with a "
             "Coral and libedgetpu, or use the CPU version of the model (the .tflite you gave "
             "to edgetpu_compiler)."
         )
-    if match:
+    if op:
         hint = (
             " XNNPACK is off (--delegate cpu); some custom ops are implemented by XNNPACK, so "
             "try --delegate xnnpack."
@@ -269,7 +277,7 @@ def _explain(path: Path, exc: Exception, delegate: str, backend: Backend) -> Mod
             else ""
         )
         return ModelError(
-            f"{path} uses the custom op {match.group(1)}, which {runtime} does not implement."
+            f"{path} uses the custom op {op}, which {runtime} does not implement."
             f"{hint} Re-export the model with builtin ops only (TFLite converter: "
             "target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] or "
             "TFLITE_BUILTINS), or run it with a runtime that registers that op."

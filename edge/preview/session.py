@@ -1,0 +1,289 @@
+"""One ``edge preview`` run: the daemon's pipeline built from the same configuration, plus the
+preview listener, encoder, HTTP server and terminal view (or, with ``--snapshot``, just the
+first annotated frame written to a file). MQTT is optional and wired like ``edge run``.
+
+Exit codes follow ``edge run``: 0 after Ctrl-C, SIGTERM, ``--duration`` or the end of every
+finite source; 78 for settings and models; 66 for a missing input file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import cv2
+
+from edge.annotate import annotate
+from edge.config import Config
+from edge.errors import ConfigError, EdgeError, SourceError
+from edge.pipeline import Pipeline, ResultListener
+from edge.preview.frames import Encoder, Latest, LatestResults, Streams, figures, render
+from edge.preview.server import PreviewServer
+from edge.preview.terminal import TerminalView
+from edge.publisher import Publisher
+from edge.sinks.mqtt import MqttSink
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def write_snapshot(path: Path, item: Latest, quality: int = 90) -> None:
+    """Write the annotated frame of ``item`` to ``path`` (JPEG or PNG by suffix), atomically."""
+    if path.suffix.lower() == ".png":
+        ok, buf = cv2.imencode(".png", annotate(item.frame.image, item.result, figures(item)))
+        if not ok:
+            raise ValueError("PNG encoding failed")
+        data = buf.tobytes()
+    else:
+        data = render(item, quality)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"--snapshot {path}: cannot write it: {exc.strerror}; check the folder exists"
+        ) from exc
+
+
+class PreviewSession:
+    """Builds and runs one preview. Thread affinity: the main thread (it owns signals)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        preview_fps: float = 15.0,
+        quality: int = 80,
+        mqtt: bool = False,
+        out: TextIO = sys.stdout,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.preview_fps = preview_fps
+        self.quality = quality
+        self.mqtt = mqtt
+        self.out = out
+        self.stop = threading.Event()
+        self.latest = LatestResults()
+        self.streams = Streams()
+        self.encoder: Encoder | None = None
+        self.server: PreviewServer | None = None
+        self.pipeline: Pipeline | None = None
+        self.sink: MqttSink | None = None
+        self.publisher: Publisher | None = None
+        self.view: TerminalView | None = None
+        self.exit_code = 0
+
+    # -- figures -----------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """``/stats.json``: the pipeline's stats, each camera's latest result, preview figures."""
+        assert self.pipeline is not None
+        stats = self.pipeline.stats()
+        now = time.monotonic()
+        for name, item in self.latest.all().items():
+            cam = stats["cameras"].get(name)
+            if cam is not None:
+                cam["latest"] = {
+                    "frame_index": item.frame.index,
+                    "age_s": round(now - item.done_mono, 3),
+                    "e2e_ms": round(item.e2e_ms, 3),
+                    "result": item.result.to_dict(),
+                }
+        enc = self.encoder
+        stats["preview"] = {
+            "clients": self.streams.clients(),
+            "fps_cap": self.preview_fps,
+            "fps": enc.rate.rate() if enc else 0.0,
+            "encoded": enc.encoded if enc else 0,
+            "encode_ms": enc.encode_ms.percentiles() if enc else {},
+        }
+        return stats
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _build(self, serve: bool) -> None:
+        listeners: list[ResultListener] = [self.latest]
+        if serve:
+            self.server = PreviewServer(
+                self.host,
+                self.port,
+                [c.name for c in self.config.cameras],
+                self.latest,
+                self.streams,
+                self.stats,
+                self.quality,
+            )
+        if self.mqtt:
+            self._start_mqtt()
+            assert self.publisher is not None
+            listeners.append(self.publisher)
+        self.pipeline = Pipeline(self.config, listeners)
+
+    def _start_mqtt(self) -> None:
+        # The same pieces as the daemon's sink, so --mqtt publishes exactly what edge run would.
+        from edge.daemon import OUTBOX_FILE, mqtt_settings
+        from edge.outbox import Outbox
+
+        state = self.config.state_path()
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"state_dir: cannot create {state}: {exc.strerror}. Set state_dir to a "
+                "writable directory."
+            ) from exc
+        outbox = Outbox(state / OUTBOX_FILE, max_rows=self.config.mqtt.outbox_max_rows)
+        self.sink = MqttSink(mqtt_settings(self.config), outbox)
+        self.sink.start()
+        self.publisher = Publisher(self.sink, self.config.mqtt)
+
+    def run(
+        self, duration: float | None = None, snapshot: Path | None = None, terminal: bool = False
+    ) -> int:
+        """Run until stopped; returns the exit code. With ``snapshot``, write the first
+        annotated frame there and return 0 (SourceError if no frame came before the end)."""
+        previous = self._install_signals()
+        try:
+            self._build(serve=snapshot is None)
+            assert self.pipeline is not None
+            if self.server is not None:
+                self.encoder = Encoder(
+                    self.latest, self.streams, self.preview_fps, self.stop, self.quality
+                )
+                self.encoder.start()
+                self.server.start()
+                print(f"edge preview: {self.server.url} (Ctrl-C stops)", file=self.out)
+                self.out.flush()
+                if not is_loopback(self.host):
+                    print(
+                        f"edge preview: warning: serving on {self.host} WITHOUT authentication: "
+                        "anyone who can reach this port can watch the cameras",
+                        file=sys.stderr,
+                    )
+                if terminal:
+                    self.view = TerminalView(self.out, self.server.url)
+            self.pipeline.start()
+            if snapshot is not None:
+                self._snapshot(snapshot, duration)
+            else:
+                self._loop(duration)
+        finally:
+            self._shutdown()
+            self._restore_signals(previous)
+        if snapshot is None and self.pipeline is not None:
+            self._print_summary()
+        return self.exit_code
+
+    def _ended(self, start: float, duration: float | None) -> bool:
+        """True when the run should end; sets ``exit_code`` for a fatal source error."""
+        assert self.pipeline is not None
+        fatal = self.pipeline.failure()
+        if fatal is not None:
+            log.error("%s", fatal)
+            self.exit_code = fatal.exit_code if isinstance(fatal, EdgeError) else 1
+            return True
+        if duration is not None and time.monotonic() - start >= duration:
+            log.info("duration of %.1f s reached, stopping", duration)
+            return True
+        if self.pipeline.finished():
+            log.info("every source has ended, stopping")
+            return True
+        return False
+
+    def _loop(self, duration: float | None) -> None:
+        start = time.monotonic()
+        next_draw = start
+        while not self.stop.wait(0.2):
+            if self._ended(start, duration):
+                return
+            now = time.monotonic()
+            if self.view is not None and now >= next_draw:
+                next_draw = now + 1.0
+                self.view.draw(self.stats())
+
+    def _snapshot(self, path: Path, duration: float | None) -> None:
+        start = time.monotonic()
+        while not self.latest.first.wait(0.1):
+            if self.stop.is_set() or self._ended(start, duration):
+                if self.exit_code == 0:
+                    raise SourceError(
+                        "no frame was inferred before the preview stopped; check the source "
+                        "delivers frames (or give a longer --duration)"
+                    )
+                return
+        item = next(iter(self.latest.all().values()))
+        write_snapshot(path, item)
+        print(
+            f"edge preview: wrote {path} (camera {item.camera.name}, frame {item.frame.index})",
+            file=self.out,
+        )
+
+    def _shutdown(self) -> None:
+        """Stop in reverse start order, each step in its own try so one failure cannot skip
+        the others."""
+        self.stop.set()
+        steps: list[tuple[str, Any]] = [
+            ("http server", self.server.stop if self.server else None),
+            ("encoder", (lambda: self.encoder.join(2.0)) if self.encoder else None),
+            ("pipeline", self.pipeline.stop if self.pipeline else None),
+            ("publisher", self.publisher.close if self.publisher else None),
+            ("mqtt sink", self.sink.close if self.sink else None),
+            ("terminal view", self.view.close if self.view else None),
+        ]
+        for what, step in steps:
+            if step is None:
+                continue
+            try:
+                step()
+            except Exception:
+                log.exception("stopping the %s failed", what)
+
+    def _print_summary(self) -> None:
+        assert self.pipeline is not None
+        for name, c in self.pipeline.stats()["cameras"].items():
+            lat = c["latency_ms"]
+            invoke = lat["invoke"].get("p50", 0.0)
+            e2e = lat["e2e"].get("p50", 0.0)
+            print(
+                f"edge preview: {name}: {c['inferred']} results, {c['captured']} frames "
+                f"captured, {c['dropped']} dropped; infer p50 {invoke:.1f} ms, "
+                f"e2e p50 {e2e:.1f} ms",
+                file=self.out,
+            )
+
+    # -- signals -----------------------------------------------------------------------------
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous: dict[int, Any] = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, self._on_signal)
+        return previous
+
+    def _restore_signals(self, previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("%s received, stopping", signal.Signals(signum).name)
+        self.stop.set()

@@ -1,0 +1,193 @@
+"""Benchmark of the whole daemon: throughput, end-to-end latency to a subscriber, and memory.
+
+Runs the real daemon (`python -m edge run`) on the synthetic source with the benchmark model at
+one interpreter thread, publishing to a real mosquitto on a free loopback port, with a
+subscriber timing each result's arrival. Prints:
+  1. pipeline throughput as a fraction of a bare invoke() loop at the same threads (target
+     >= 0.9);
+  2. end-to-end latency from capture to the subscriber's receipt, against the median invoke
+     time (target: p50 <= invoke + 5 ms);
+  3. the daemon's RSS above a bare process that has only imported the runtime and loaded and
+     invoked the same model (target <= 25 MB).
+
+    python scripts/bench_pipeline.py [--seconds 20] [--model mobilenet-v2-bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.bench import percentile
+from edge.models import resolve
+
+BARE = """
+import sys, time, numpy as np
+from ai_edge_litert.interpreter import Interpreter
+i = Interpreter(model_path=sys.argv[1], num_threads=1); i.allocate_tensors()
+d = i.get_input_details()[0]
+i.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+for _ in range(20): i.invoke()
+n = 0; t0 = time.perf_counter()
+while time.perf_counter() - t0 < float(sys.argv[2]):
+    i.invoke(); n += 1
+rate = n / (time.perf_counter() - t0)
+rss = int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+print(rate, rss)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--model", default="mobilenet-v2-bench")
+    args = parser.parse_args()
+    model = resolve(args.model)[0]
+
+    bare = subprocess.run(
+        [sys.executable, "-c", BARE, str(model), str(min(10.0, args.seconds))],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    bare_rate, bare_rss = (float(x) for x in bare.stdout.split())
+
+    tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    port = free_port()
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+        "set_tcp_nodelay true\nmax_queued_messages 100000\n"
+    )
+    broker = subprocess.Popen(
+        ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+
+    try:
+        unpaced = run_daemon(tmp, port, args.model, args.seconds, fps=0)
+        paced = run_daemon(tmp, port, args.model, args.seconds, fps=30)
+    finally:
+        broker.terminate()
+        broker.wait()
+
+    cam = unpaced.stats["cameras"]["cam"]
+    steady = float(cam["fps_out"])
+    print(
+        f"model {args.model}, 1 interpreter thread, synthetic 640x480 source, "
+        f"{args.seconds:.0f} s per run"
+    )
+    print(
+        f"1. throughput (unpaced source): bare invoke() loop {bare_rate:.1f}/s; pipeline "
+        f"{steady:.1f}/s steady (from stats), {len(unpaced.lat) / args.seconds:.1f}/s "
+        "over the whole run incl. start-up"
+    )
+    print(f"   pipeline / bare = {steady / bare_rate:.3f}   (target >= 0.9)")
+    s_lat = sorted(paced.lat[len(paced.lat) // 10 :])
+    inv = sorted(paced.invoke)
+    inv50 = percentile(inv, 50)
+    print(
+        f"2. capture -> subscriber latency (source at 30 fps, {len(paced.lat)} results): "
+        f"p50 {percentile(s_lat, 50):.2f} ms, p95 {percentile(s_lat, 95):.2f} ms, p99 "
+        f"{percentile(s_lat, 99):.2f} ms; invoke p50 {inv50:.2f} ms"
+    )
+    print(f"   p50 - invoke p50 = {percentile(s_lat, 50) - inv50:.2f} ms   (target <= 5 ms)")
+    rss = float(unpaced.stats["rss_mb"])
+    print(
+        f"3. memory: daemon RSS {rss:.1f} MiB (unpaced run), bare runtime+model "
+        f"{bare_rss:.1f} MiB, difference {rss - bare_rss:.1f} MiB   (target <= 25 MB)"
+    )
+    print(
+        f"   unpaced daemon: captured {cam['captured']}, inferred {cam['inferred']}, dropped "
+        f"{cam['dropped']}; mqtt {json.dumps(unpaced.stats['mqtt'])}"
+    )
+
+
+class Run:
+    """What a subscriber saw of one daemon run."""
+
+    def __init__(self) -> None:
+        self.lat: list[float] = []
+        self.invoke: list[float] = []
+        self.stats: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        if msg.topic.endswith("/status"):
+            return
+        data = json.loads(msg.payload)
+        with self.lock:
+            if msg.topic.endswith("/result"):
+                cap = datetime.fromisoformat(data["captured_at"].replace("Z", "+00:00"))
+                self.lat.append((now - cap.timestamp()) * 1000)
+                self.invoke.append(data["timings_ms"]["invoke"])
+            elif msg.topic.endswith("/stats"):
+                self.stats = data
+
+
+def run_daemon(tmp: Path, port: int, model: str, seconds: float, fps: float) -> Run:
+    """One daemon run with a subscriber attached; fps 0 = unpaced synthetic source."""
+    run = Run()
+
+    def on_connect(c: mqtt.Client, *_a: object) -> None:
+        c.subscribe("edge/bench/#", qos=1)
+        sock = c.socket()
+        if sock is not None:  # like the daemon: no Nagle delay on the subscriber either
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    sub.on_message = run.on_message
+    sub.on_connect = on_connect
+    sub.connect("127.0.0.1", port)
+    sub.loop_start()
+    time.sleep(0.5)
+    cfg = tmp / "config.toml"
+    cfg.write_text(
+        f'device = "bench"\nstate_dir = "{tmp / "state"}"\n'
+        f'[model]\npath = "{model}"\nthreads = 1\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nstats_interval = 2\n'
+        "[budget]\nlatency_ms = 0\n"
+        f'[[cameras]]\nname = "cam"\nsource = "synthetic"\nfps = {fps}\n'
+    )
+    daemon = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--duration", str(seconds)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "EDGE_LOG_LEVEL": "warning"},
+    )
+    time.sleep(1.0)
+    sub.loop_stop()
+    sub.disconnect()
+    if daemon.stderr.strip():
+        print(daemon.stderr.strip(), file=sys.stderr)
+    return run
+
+
+if __name__ == "__main__":
+    main()
