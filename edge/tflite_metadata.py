@@ -249,3 +249,36 @@ def _labels_from_archive(f: IO[bytes], path: Path, name: str | None) -> dict[int
     except (zipfile.BadZipFile, OSError, *_BAD_DATA) as exc:
         log.warning("%s: cannot read labels %r from the packed files (%s)", path, name, exc)
         return {}
+
+
+def structure_problem(path: Path) -> str | None:
+    """Why the model flatbuffer at ``path`` is cut short or corrupt, or None when every table
+    and vector the interpreter will read lies inside the file.
+
+    ai-edge-litert verifies flatbuffers itself, but tflite-runtime 2.14 does not and can crash
+    the process on a truncated model; this walk of the Model's operator codes, subgraphs
+    (tensors, operators and their index vectors) and buffers catches truncation first. It is a
+    bounds check, not a full schema verification.
+    """
+    try:
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            model = _Table(mm, _read(mm, "<I", 0))
+            for code in model.tables(1):  # Model.operator_codes
+                code.raw(1)  # OperatorCode.custom_code
+            for graph in model.tables(2):  # Model.subgraphs
+                for tensor in graph.tables(0):  # SubGraph.tensors
+                    tensor.blob(0)  # Tensor.shape (as bytes: only bounds matter)
+                graph.blob(1)  # SubGraph.inputs
+                graph.blob(2)  # SubGraph.outputs
+                for op in graph.tables(3):  # SubGraph.operators
+                    op.blob(1)  # Operator.inputs
+                    op.blob(2)  # Operator.outputs
+            for buf in model.tables(4):  # Model.buffers
+                _, n = buf.blob(0)
+                if n == 0:
+                    offset, size = buf.scalar(1, "<Q"), buf.scalar(2, "<Q")
+                    if offset > 1:
+                        _check(mm, offset, size)
+    except (OSError, ValueError, *_BAD_DATA) as exc:
+        return str(exc)
+    return None

@@ -27,6 +27,7 @@ from edge.errors import DelegateError, ModelError
 from edge.preprocess import TensorSpec
 from edge.runtime import edgetpu
 from edge.runtime.backends import Backend, load_backend
+from edge.tflite_metadata import structure_problem
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,12 @@ def check_file(path: Path) -> None:
             f"{path} is not a TFLite model: its file identifier is {shown!r}, expected 'TFL3'. "
             "Was an HTML page, an ONNX/Keras file or a zip saved as .tflite? Convert the model "
             "with the TFLite converter (or `edge quantize`) and try again."
+        )
+    problem = structure_problem(path)
+    if problem is not None:
+        raise ModelError(
+            f"{path} is truncated or corrupt ({problem}). Copy or export the model again and "
+            "compare its size with the original."
         )
 
 
