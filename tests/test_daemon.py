@@ -278,3 +278,27 @@ def test_fatal_settings_exit_78_naming_the_key_or_file(
     )
     assert proc.returncode == EX_CONFIG, proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sighup_reloads_and_refuses_an_invalid_file(
+    broker: Broker, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """SIGHUP applies a changed configuration (results move to the new camera name); an
+    invalid file is refused and the daemon keeps running with the previous one."""
+    sub = Subscriber(broker, f"edge/{DEVICE}/+/result")
+    d = Daemon(tmp_path, config(broker, tmp_path, "synthetic", fps=10))
+    daemons.append(d)
+    assert sub.wait_until(lambda ms: len(ms) >= 3, 30), d.log()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(cfg.read_text().replace('name = "cam"', 'name = "cam2"'))
+    d.signal(signal.SIGHUP)
+    assert sub.wait_until(lambda ms: any("/cam2/" in m.topic for m in ms), 30), d.log()
+    cfg.write_text(cfg.read_text() + "bogus = 1\n")
+    d.signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload refused" in d.log(), 15), d.log()
+    n = len(sub.messages)
+    assert sub.wait_until(lambda ms: len(ms) >= n + 5, 15), "stopped publishing after refusal"
+    d.signal(signal.SIGTERM)
+    assert d.wait(15) == 0
+    assert "cameras[0].bogus: unknown key" in d.log()
+    sub.close()
