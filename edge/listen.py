@@ -239,6 +239,37 @@ def _labels(data: dict[str, Any]) -> str:
 
 
 def _stats_summary(data: dict[str, Any]) -> str:
+    """The figures people watch, from the daemon's stats payload; other payloads are
+    flattened to their first few keys."""
+    cams = data.get("cameras")
+    if not isinstance(cams, dict):
+        return _flat_summary(data)
+    parts = [f"rss {data.get('rss_mb')} MiB", f"cpu {data.get('cpu_percent')} %"]
+    if data.get("cpu_temp_c") is not None:
+        parts.append(f"{data['cpu_temp_c']:.0f} °C")
+    for name, cam in cams.items():
+        if not isinstance(cam, dict):
+            continue
+        inv = cam.get("latency_ms", {}).get("invoke", {}).get("p50")
+        e2e = cam.get("latency_ms", {}).get("e2e", {}).get("p50")
+        parts.append(
+            f"{name}: {cam.get('fps_in')}→{cam.get('fps_out')} fps, {cam.get('inferred')} "
+            f"inferred, {cam.get('dropped')} dropped, "
+            f"{cam.get('skipped_latency', 0) + cam.get('skipped_motion', 0)} skipped, "
+            f"invoke p50 {inv} ms, e2e p50 {e2e} ms"
+        )
+    mqtt = data.get("mqtt")
+    if isinstance(mqtt, dict):
+        parts.append(
+            f"outbox {mqtt.get('pending_ram', 0)} ram / {mqtt.get('pending_disk', 0)} "
+            f"disk, {mqtt.get('dropped_full', 0)} dropped"
+        )
+    if data.get("memory_over_budget"):
+        parts.append("MEMORY OVER BUDGET")
+    return "; ".join(parts)
+
+
+def _flat_summary(data: dict[str, Any]) -> str:
     flat: list[str] = []
 
     def walk(obj: dict[str, Any], path: str) -> None:

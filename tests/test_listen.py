@@ -98,7 +98,25 @@ def test_status_stats_and_snapshot_lines_and_device_filter(broker: Broker) -> No
             ("edge/dev1/status", b"online"),
             (
                 "edge/dev1/stats",
-                json.dumps({"fps": 9.876, "cameras": {"front": {"drops": 3}}}).encode(),
+                json.dumps(
+                    {
+                        "rss_mb": 88.3,
+                        "cpu_percent": 12.5,
+                        "cpu_temp_c": None,
+                        "cameras": {
+                            "front": {
+                                "fps_in": 10.0,
+                                "fps_out": 9.9,
+                                "inferred": 120,
+                                "dropped": 3,
+                                "skipped_latency": 1,
+                                "skipped_motion": 0,
+                                "latency_ms": {"invoke": {"p50": 3.4}, "e2e": {"p50": 5.5}},
+                            }
+                        },
+                        "mqtt": {"pending_ram": 0, "pending_disk": 7, "dropped_full": 0},
+                    }
+                ).encode(),
             ),
             ("edge/dev1/front/snapshot", b"\xff\xd8" + bytes(2000)),
             ("edge/dev2/status", b"offline"),
@@ -109,7 +127,9 @@ def test_status_stats_and_snapshot_lines_and_device_filter(broker: Broker) -> No
     lines = sorted(out.getvalue().splitlines(), key=lambda s: s.split(" ", 2)[2])
     assert [line.split(" ", 1)[1] for line in lines] == [
         "dev1/front snapshot 2,002 bytes (retained)",
-        "dev1 stats fps=9.88 cameras.front.drops=3 (retained)",
+        "dev1 stats rss 88.3 MiB; cpu 12.5 %; front: 10.0→9.9 fps, 120 inferred, 3 dropped, "
+        "1 skipped, invoke p50 3.4 ms, e2e p50 5.5 ms; outbox 0 ram / 7 disk, 0 dropped "
+        "(retained)",
         "dev1 status online (retained)",
     ]
     raw = io.StringIO()
