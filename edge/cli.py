@@ -16,12 +16,16 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from edge import __version__
+from edge.argtypes import broker_address, int_list, number, whole
 from edge.errors import EX_SOFTWARE, EX_USAGE, EdgeError
 
 if TYPE_CHECKING:
     from edge.runtime import RuntimeOptions
 
 log = logging.getLogger("edge")
+
+POSITIVE = whole(1)
+UNIT = number(0.0, 1.0)
 
 DELEGATE_CHOICES = ("cpu", "xnnpack", "edgetpu")
 TASK_CHOICES = ("classification", "detection", "segmentation", "raw")
@@ -58,30 +62,6 @@ def setup_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1, got {value}")
-    return value
-
-
-def _thread_list(text: str) -> list[int]:
-    try:
-        values = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected numbers like 1,2,4, got {text!r}") from exc
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("thread counts must be at least 1")
-    return values
-
-
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--delegate",
@@ -109,13 +89,13 @@ def _infer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a .tflite file, a model directory, or a bundled model name")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, TIFF, WebP)")
     p.add_argument(
-        "--threads", type=_positive_int, help="interpreter threads (default: all cores, at most 4)"
+        "--threads", type=POSITIVE, help="interpreter threads (default: all cores, at most 4)"
     )
     _add_runtime_args(p)
     p.add_argument("--task", choices=TASK_CHOICES, help="override the task edge infers")
-    p.add_argument("--threshold", type=_unit_float, help="minimum score, 0..1")
-    p.add_argument("--top-k", type=_positive_int, help="classes to report (classification)")
-    p.add_argument("--max-detections", type=_positive_int)
+    p.add_argument("--threshold", type=UNIT, help="minimum score, 0..1")
+    p.add_argument("--top-k", type=POSITIVE, help="classes to report (classification)")
+    p.add_argument("--max-detections", type=POSITIVE)
     p.add_argument(
         "--resize",
         choices=("stretch", "letterbox", "crop"),
@@ -178,12 +158,12 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a .tflite file, a model directory, or a bundled model name")
     p.add_argument(
         "--threads",
-        type=_thread_list,
+        type=int_list,
         default=None,
         help="comma-separated thread counts to compare, e.g. 1,2,4",
     )
     _add_runtime_args(p)
-    p.add_argument("--runs", type=_positive_int, default=100, help="steady-state runs")
+    p.add_argument("--runs", type=POSITIVE, default=100, help="steady-state runs")
     p.add_argument("--warmup", type=int, default=10, help="warm-up runs (not counted)")
     p.add_argument(
         "--min-seconds",
@@ -289,12 +269,6 @@ def _edgetpu_library() -> bool:
 
 
 # -- run / check-config ---------------------------------------------------------------------
-def _broker(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":") if ":" in text else (text, "", "1883")
-    try:
-        return host or "localhost", int(port)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}") from exc
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -314,7 +288,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model: .tflite, model directory or bundled name")
     p.add_argument("--threads", type=int, help="interpreter threads")
     p.add_argument("--delegate", choices=DELEGATE_CHOICES)
-    p.add_argument("--broker", type=_broker, help="MQTT broker HOST:PORT")
+    p.add_argument("--broker", type=broker_address, help="MQTT broker HOST:PORT")
     p.add_argument("--device", help="device id (second topic level)")
     p.add_argument("--prefix", help="topic prefix (default edge)")
     p.add_argument("--protocol", choices=("5", "3.1.1"), help="MQTT protocol version")

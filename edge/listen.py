@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edge.argtypes import broker_address, number, whole
 from edge.errors import ConfigError, EdgeError, SinkError
 from edge.sinks.mqtt import validate_topic_part
 
@@ -294,7 +295,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``edge listen``'s options to its sub-parser."""
     parser.add_argument(
         "--broker",
-        type=_broker_address,
+        type=broker_address,
         default=("localhost", 1883),
         metavar="HOST:PORT",
         help="MQTT broker to listen on (default localhost:1883; port defaults to 1883)",
@@ -309,10 +310,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--raw", action="store_true", help="print one JSON object per message, for machines"
     )
     parser.add_argument(
-        "--count", type=_positive_int, default=None, metavar="N", help="stop after N messages"
+        "--count", type=whole(1), default=None, metavar="N", help="stop after N messages"
     )
     parser.add_argument(
-        "--timeout", type=_positive_float, default=None, metavar="S", help="stop after S seconds"
+        "--timeout",
+        type=number(0.0, above=True),
+        default=None,
+        metavar="S",
+        help="stop after S seconds",
     )
 
 
@@ -326,23 +331,6 @@ def run(args: argparse.Namespace) -> int:
     except EdgeError as exc:
         print(f"edge listen: {exc}", file=sys.stderr)
         return exc.exit_code
-
-
-def _broker_address(text: str) -> tuple[str, int]:
-    host, port_text = text, "1883"
-    if text.startswith("["):  # [IPv6]:port
-        host, _, after = text[1:].partition("]")
-        if after.startswith(":"):
-            port_text = after[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = 0
-    if not host or not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. localhost:1883)")
-    return host, port
 
 
 def _device(text: str) -> str:
@@ -360,23 +348,3 @@ def _prefix(text: str) -> str:
         except ConfigError as exc:
             raise argparse.ArgumentTypeError(exc.problems[0]) from exc
     return text
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
-    return value

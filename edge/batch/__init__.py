@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from edge.argtypes import number, whole
 from edge.batch.output import read_done, write_csv
 from edge.batch.progress import Progress
 from edge.batch.runner import BatchSettings, Summary, format_summary, run_batch
@@ -37,20 +38,6 @@ __all__ = [
     "run_batch",
     "write_csv",
 ]
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1, got {value}")
-    return value
 
 
 def default_workers() -> int:
@@ -80,20 +67,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=whole(1),
         default=None,
         help="interpreters run in parallel, one thread each (default: one per core)",
     )
     parser.add_argument(
         "--threads-per-worker",
-        type=_positive_int,
+        type=whole(1),
         default=1,
         metavar="T",
         help="TFLite threads of each interpreter (default 1)",
     )
     parser.add_argument(
         "--every",
-        type=_positive_int,
+        type=whole(1),
         default=1,
         metavar="N",
         help="videos: infer frames 0, N, 2N, … (default 1: every frame)",
@@ -111,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("classification", "detection", "segmentation", "raw"),
         help="override the task edge infers",
     )
-    parser.add_argument("--threshold", type=_unit_float, help="minimum score, 0..1")
+    parser.add_argument("--threshold", type=number(0.0, 1.0), help="minimum score, 0..1")
 
 
 def run(args: argparse.Namespace) -> int:

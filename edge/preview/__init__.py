@@ -14,26 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0..65535 (0 = any free port), got {value}")
-    return value
-
-
-def _quality(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be 1..100, got {value}")
-    return value
+from edge.argtypes import number, whole
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,16 +40,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "stream to the network)",
     )
     p.add_argument(
-        "--port", type=_port, default=8080, help="HTTP port (default 8080; 0 = any free port)"
+        "--port",
+        type=whole(0, 65535),
+        default=8080,
+        help="HTTP port (default 8080; 0 = any free port)",
     )
     p.add_argument(
         "--preview-fps",
-        type=_positive_float,
+        type=number(0.0, above=True),
         default=15.0,
         help="most annotated frames per second sent to browsers (default 15)",
     )
     p.add_argument(
-        "--quality", type=_quality, default=80, help="JPEG quality of the stream, 1..100"
+        "--quality", type=whole(1, 100), default=80, help="JPEG quality of the stream, 1..100"
     )
     p.add_argument(
         "--snapshot",
@@ -76,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="write the first annotated frame to FILE (.jpg or .png) and exit",
     )
-    p.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
+    p.add_argument("--duration", type=number(0.0, above=True), help="stop after this many seconds")
     p.add_argument("--no-terminal", action="store_true", help="no live view on the terminal")
     p.add_argument(
         "--mqtt",

@@ -15,42 +15,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from edge.argtypes import channel_values, number, whole
 from edge.errors import EX_SOFTWARE, ConfigError, EdgeError
 
 log = logging.getLogger(__name__)
 
 EX_GATE = 1  # quantization cost more than --max-drop allows
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected numbers like 127.5 or 0,0,0: {text!r}") from exc
-    if len(values) not in (1, 3):
-        raise argparse.ArgumentTypeError("give one value or one per channel (3)")
-    return values
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _percent(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 100.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..100, got {value}")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-drop",
-        type=_percent,
+        type=number(0.0, 100.0),
         metavar="PERCENT",
         help="exit 1 when quantization costs more than this: classifiers 100 - top-1 "
         "agreement %%, detectors 100 - box recall %%, other models 100 x mean abs error / "
@@ -87,11 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
-        "--count", type=_positive, default=200, help="calibration images to use (default 200)"
+        "--count", type=whole(1), default=200, help="calibration images to use (default 200)"
     )
     p.add_argument(
         "--holdout-count",
-        type=_positive,
+        type=whole(1),
         default=200,
         help="held-out images to compare on (default 200)",
     )
@@ -112,22 +82,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pre.add_argument("--resize", choices=("stretch", "letterbox", "crop"))
     pre.add_argument("--color", choices=("rgb", "bgr", "gray"))
     pre.add_argument(
-        "--mean", type=_float_list, help="pixel-unit mean, one value or three (e.g. 127.5)"
+        "--mean", type=channel_values, help="pixel-unit mean, one value or three (e.g. 127.5)"
     )
     pre.add_argument(
-        "--std", type=_float_list, help="pixel-unit std, one value or three (e.g. 127.5)"
+        "--std", type=channel_values, help="pixel-unit std, one value or three (e.g. 127.5)"
     )
     pre.add_argument("--pad", type=int, help="letterbox padding value 0..255")
     pre.add_argument("--interpolation", choices=("linear", "nearest", "area"))
     p.add_argument(
         "--bench-runs",
-        type=_non_negative,
+        type=whole(0),
         default=50,
         help="timed runs per model with edge.bench (default 50; 0 skips timing)",
     )
-    p.add_argument(
-        "--threads", type=_positive, help="interpreter threads (default: edge's default)"
-    )
+    p.add_argument("--threads", type=whole(1), help="interpreter threads (default: edge's default)")
     p.add_argument(
         "--no-edgetpu",
         action="store_true",
