@@ -57,6 +57,23 @@ def mqtt_settings(config: Config) -> MqttSettings:
     )
 
 
+def start_sink(config: Config) -> MqttSink:
+    """The MQTT sink with its durable outbox in the state directory, started (it connects in
+    the background; a broker that is down is fine)."""
+    state = config.state_path()
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"state_dir: cannot create {state}: {exc.strerror}. Set state_dir to a writable "
+            "directory."
+        ) from exc
+    outbox = Outbox(state / OUTBOX_FILE, max_rows=config.mqtt.outbox_max_rows)
+    sink = MqttSink(mqtt_settings(config), outbox)
+    sink.start()
+    return sink
+
+
 def _path(text: str) -> Path | None:
     return Path(text) if text else None
 
@@ -84,17 +101,7 @@ class Daemon:
 
     # -- lifecycle -------------------------------------------------------------------------
     def _start_sink(self, config: Config) -> None:
-        state = config.state_path()
-        try:
-            state.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"state_dir: cannot create {state}: {exc.strerror}. Set "
-                "state_dir to a writable directory."
-            ) from exc
-        outbox = Outbox(state / OUTBOX_FILE, max_rows=config.mqtt.outbox_max_rows)
-        self.sink = MqttSink(mqtt_settings(config), outbox)
-        self.sink.start()
+        self.sink = start_sink(config)
 
     def _start_pipeline(self, config: Config) -> None:
         assert self.sink is not None

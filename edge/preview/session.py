@@ -140,21 +140,10 @@ class PreviewSession:
         self.pipeline = Pipeline(self.config, listeners)
 
     def _start_mqtt(self) -> None:
-        # The same pieces as the daemon's sink, so --mqtt publishes exactly what edge run would.
-        from edge.daemon import OUTBOX_FILE, mqtt_settings
-        from edge.outbox import Outbox
+        # The daemon's own sink, so --mqtt publishes exactly what edge run would.
+        from edge.daemon import start_sink
 
-        state = self.config.state_path()
-        try:
-            state.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"state_dir: cannot create {state}: {exc.strerror}. Set state_dir to a "
-                "writable directory."
-            ) from exc
-        outbox = Outbox(state / OUTBOX_FILE, max_rows=self.config.mqtt.outbox_max_rows)
-        self.sink = MqttSink(mqtt_settings(self.config), outbox)
-        self.sink.start()
+        self.sink = start_sink(self.config)
         self.publisher = Publisher(self.sink, self.config.mqtt)
 
     def run(
