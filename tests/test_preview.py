@@ -297,17 +297,17 @@ def test_stream_frames_carry_the_detected_boxes(clip_preview: PreviewProcess) ->
         for d in dets:
             pts = edge_points(d.box, 640, 480)
             colour = colour_for(d.class_id)
-            drawn = colour_share(shown, pts, colour)
-            shares.append(drawn)
-            checked += 1
-            # Overlapping boxes paint over each other's sides (and their labels cover them), and
-            # a red shape is close to the red box colour: so a per-box floor for boxes that
-            # cross no other, a per-frame mean, and the raw frame's share as a control.
+            # Overlapping boxes paint over each other's sides (and their labels cover them):
+            # only boxes that cross no other are checked, against a per-box floor, a per-frame
+            # mean, and the raw frame's share as a control (a red shape is close to red ink).
             if any(o is not d and boxes_cross(d.box, o.box) for o in dets):
                 continue
+            drawn = colour_share(shown, pts, colour)
             assert drawn >= 0.5 and drawn - colour_share(raw, pts, colour) >= 0.3, (headers, d)
+            shares.append(drawn)
+            checked += 1
         assert not shares or float(np.mean(shares)) >= 0.8, (headers, shares)
-    assert checked >= 6, "too few detections to check"
+    assert checked >= 3, "too few separate detections to check"
 
 
 def test_unknown_paths_and_cameras_are_404(clip_preview: PreviewProcess) -> None:
