@@ -282,7 +282,7 @@ def boxes_cross(a: tuple[float, ...], b: tuple[float, ...], pad: float = 0.01) -
 def test_stream_frames_carry_the_detected_boxes(clip_preview: PreviewProcess) -> None:
     """At least 3 stream parts decode to 640×480 JPEGs, and the sides of every box the detector
     finds on the same clip frame are drawn in that class's colour, unlike the raw frame."""
-    parts = read_parts(clip_preview.url + "stream.mjpg?camera=camera", 10)
+    parts = read_parts(clip_preview.url + "stream.mjpg?camera=camera", 20)
     assert len(parts) >= 3
     frames = clip_frames({int(h["x-frame-index"]) for h, _ in parts})
     engine = Engine.load(MODEL, RuntimeOptions())
