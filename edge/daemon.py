@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from edge.sinks.mqtt import MqttSettings, MqttSink
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite3"
+SWITCH_INTERVAL_S = 0.0005
 
 
 def mqtt_settings(config: Config) -> MqttSettings:
@@ -130,6 +132,10 @@ class Daemon:
 
     def run(self) -> int:
         """Run until stopped; returns the exit code."""
+        # invoke() releases the GIL; when it returns, the inference thread must win it back
+        # from the capture and MQTT threads. With the default 5 ms switch interval it can wait
+        # a whole interval behind a busy Python thread, so hand the GIL over more often.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._install_signals()
         try:
             self._start_sink(self.config)
