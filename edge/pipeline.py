@@ -137,7 +137,6 @@ class CameraState:
         self.fps_out = RateMeter()
         self.seq = 0  # results produced; the inference thread is the only writer
         self.capture: CaptureThread | None = None
-        self.ended = False
         self._thumb: np.ndarray | None = None
         self._last_inferred = 0.0
 
@@ -175,13 +174,6 @@ class CameraState:
             **self.counters.snapshot(),
             "latency_ms": {s: w.percentiles() for s, w in self.latency.items()},
         }
-
-
-@dataclass(frozen=True, slots=True)
-class ModelKey:
-    """What makes two cameras able to share one interpreter."""
-
-    path: str
 
 
 class InferenceWorker(threading.Thread):
