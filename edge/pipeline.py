@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -74,23 +75,23 @@ class FrameSlots:
         self._cond = threading.Condition()
         self._closed = False
 
-    def put(self, camera: str, job: Job, wait: bool = False) -> bool:
-        """Store ``frame``; True when it replaced one that was never taken.
+    def put(self, camera: str, job: Job, wait: bool = False) -> Job | None:
+        """Store ``job``; returns the job it replaced, which was never taken (dropped).
 
         wait: block until the previous frame was taken instead (lossless sources: files read
         faster than real time and unpaced synthetic frames, where dropping would only waste
-        the work of making the frame). Returns False without storing when closed meanwhile.
+        the work of making the frame). When closed meanwhile, nothing is stored.
         """
         with self._cond:
             if wait:
                 while camera in self._slots and not self._closed:
                     self._cond.wait()
                 if self._closed:
-                    return False
-            replaced = camera in self._slots
+                    return None
+            old = self._slots.get(camera)
             self._slots[camera] = job
             self._cond.notify_all()
-            return replaced
+            return old
 
     def take(self, timeout: float) -> Job | None:
         """The oldest waiting frame, or None after ``timeout`` seconds or when closed."""
@@ -137,6 +138,8 @@ class CameraState:
         self.fps_out = RateMeter()
         self.seq = 0  # results produced; the inference thread is the only writer
         self.capture: CaptureThread | None = None
+        # Input tensors free for the capture thread to fill (deque: thread-safe append/pop).
+        self.spare: deque[np.ndarray] = deque()
         self._thumb: np.ndarray | None = None
         self._last_inferred = 0.0
 
@@ -210,6 +213,8 @@ class InferenceWorker(threading.Thread):
                 log.exception("inference failed on a frame from %s", job.frame.source)
                 self.cameras[job.frame.source].counters.add("errors")
             finally:
+                # The interpreter copied the tensor: it can take the next frame.
+                self.cameras[job.frame.source].spare.append(job.tensor)
                 self.handled += 1
                 self.slots.done()
 
@@ -368,8 +373,10 @@ class Pipeline:
     def _deliver(
         slots: FrameSlots, state: CameraState, engine: Engine, lossless: bool
     ) -> Callable[[Frame], None]:
-        """The capture thread's hand-off: motion gate, then preprocess into a fresh tensor
-        (overlapping the previous frame's invoke on the inference thread), then the slot."""
+        """The capture thread's hand-off: motion gate, then preprocess into a spare input
+        tensor (overlapping the previous frame's invoke on the inference thread), then the
+        slot. Tensors circulate: at most three per camera ever exist (being filled, waiting,
+        being copied into the interpreter)."""
         pre = engine.new_preprocessor()
         shape = (1, pre.height, pre.width, pre.channels)
 
@@ -380,11 +387,13 @@ class Pipeline:
                 state.counters.add("skipped_motion")
                 return
             t0 = time.perf_counter()
-            tensor = np.empty(shape, pre.spec.dtype)
+            tensor = state.spare.pop() if state.spare else np.empty(shape, pre.spec.dtype)
             transform = pre.run(frame.image, tensor)
             job = Job(frame, tensor, transform, (time.perf_counter() - t0) * 1000)
-            if slots.put(state.name, job, wait=lossless):
+            old = slots.put(state.name, job, wait=lossless)
+            if old is not None:
                 state.counters.add("dropped")
+                state.spare.append(old.tensor)
 
         return deliver
 
