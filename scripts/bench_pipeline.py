@@ -45,8 +45,9 @@ n = 0; t0 = time.perf_counter()
 while time.perf_counter() - t0 < float(sys.argv[2]):
     i.invoke(); n += 1
 rate = n / (time.perf_counter() - t0)
-rss = int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
-print(rate, rss)
+lines = open("/proc/self/smaps_rollup").read().splitlines()[1:]
+mem = {l.split(":")[0]: int(l.split()[1]) for l in lines}
+print(rate, mem["Rss"] / 1024, mem["Anonymous"] / 1024)
 """
 
 
@@ -69,7 +70,7 @@ def main() -> None:
         capture_output=True,
         text=True,
     )
-    bare_rate, bare_rss = (float(x) for x in bare.stdout.split())
+    bare_rate, bare_rss, bare_anon = (float(x) for x in bare.stdout.split())
 
     tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     port = free_port()
@@ -122,6 +123,11 @@ def main() -> None:
         f"{bare_rss:.1f} MiB, difference {rss - bare_rss:.1f} MiB   (target <= 25 MB)"
     )
     print(
+        f"   anonymous (private) memory: daemon {unpaced.anon:.1f} MiB, bare {bare_anon:.1f} "
+        f"MiB, difference {unpaced.anon - bare_anon:.1f} MiB (the rest of RSS is shared library "
+        "and model file pages, whose count depends on the page cache)"
+    )
+    print(
         f"   unpaced daemon: captured {cam['captured']}, inferred {cam['inferred']}, dropped "
         f"{cam['dropped']}; mqtt {json.dumps(unpaced.stats['mqtt'])}"
     )
@@ -134,6 +140,7 @@ class Run:
         self.lat: list[float] = []
         self.invoke: list[float] = []
         self.stats: dict[str, Any] = {}
+        self.anon = 0.0  # MiB of anonymous memory of the daemon near the end of the run
         self.lock = threading.Lock()
 
     def on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
@@ -174,18 +181,24 @@ def run_daemon(tmp: Path, port: int, model: str, seconds: float, fps: float) -> 
         "[budget]\nlatency_ms = 0\n"
         f'[[cameras]]\nname = "cam"\nsource = "synthetic"\nfps = {fps}\n'
     )
-    daemon = subprocess.run(
+    daemon = subprocess.Popen(
         [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--duration", str(seconds)],
-        check=True,
-        capture_output=True,
+        stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "EDGE_LOG_LEVEL": "warning"},
     )
+    time.sleep(max(1.0, seconds - 2.0))
+    with open(f"/proc/{daemon.pid}/smaps_rollup") as f:
+        mem = {ln.split(":")[0]: int(ln.split()[1]) for ln in f.read().splitlines()[1:]}
+    run.anon = mem["Anonymous"] / 1024
+    _, err = daemon.communicate(timeout=seconds + 30)
+    if daemon.returncode != 0:
+        raise SystemExit(f"daemon failed ({daemon.returncode}): {err}")
     time.sleep(1.0)
     sub.loop_stop()
     sub.disconnect()
-    if daemon.stderr.strip():
-        print(daemon.stderr.strip(), file=sys.stderr)
+    if err.strip():
+        print(err.strip(), file=sys.stderr)
     return run
 
 
