@@ -17,6 +17,7 @@ import numpy as np
 
 from edge.models import load_spec
 from edge.runtime import RuntimeOptions, load
+from edge.stats import percentile
 from edge.system import peak_rss_mb, rss_mb
 
 
@@ -49,14 +50,6 @@ class BenchReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, round(q / 100 * (len(sorted_values) - 1))))
-    return sorted_values[k]
 
 
 def bench(

@@ -10,6 +10,14 @@ import time
 from collections import deque
 
 
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of an already sorted list; nan when empty."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
 class LatencyWindow:
     """The last ``size`` samples of one duration (milliseconds) and their percentiles."""
 
@@ -27,8 +35,7 @@ class LatencyWindow:
             values = sorted(self._values)
         if not values:
             return {}
-        n = len(values) - 1
-        return {f"p{q}": round(values[round(q / 100 * n)], 3) for q in qs}
+        return {f"p{q}": round(percentile(values, q), 3) for q in qs}
 
     def __len__(self) -> int:
         return len(self._values)

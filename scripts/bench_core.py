@@ -21,10 +21,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.bench import bench, percentile
+from edge.bench import bench
 from edge.engine import Engine
 from edge.models import resolve
 from edge.runtime import RuntimeOptions
+from edge.stats import percentile
 
 REPO = Path(__file__).resolve().parent.parent
 

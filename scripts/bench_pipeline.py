@@ -31,8 +31,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.bench import percentile
 from edge.models import resolve
+from edge.stats import percentile
 
 BARE = """
 import sys, time, numpy as np
