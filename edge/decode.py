@@ -9,7 +9,6 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edge.errors import InputError
@@ -47,6 +46,8 @@ def decode_image(
     size = header_size(data[:65536].tobytes())
     if size is not None and size[0] * size[1] > max_pixels:
         raise _too_large(name, size, max_pixels)
+    import cv2  # loaded by the first decode, not by every importer of this module
+
     flags = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
     try:
         image = cv2.imdecode(data, flags)

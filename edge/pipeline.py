@@ -22,7 +22,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
 from edge.capture import CaptureThread
@@ -152,6 +151,8 @@ class CameraState:
         s = self.settings
         if s.motion_threshold <= 0:
             return True
+        import cv2  # only cameras with a motion gate need OpenCV here
+
         img = (
             frame.image if frame.image.ndim == 2 else cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
         )

@@ -12,7 +12,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from edge.errors import ModelError
@@ -304,15 +303,18 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def nms_class_aware(
     boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float
 ) -> np.ndarray:
-    """Indices kept by greedy NMS applied per class, highest score first."""
-    # Offsetting each class into its own region makes one NMS pass class-aware.
-    offset = class_ids.astype(np.float32)[:, None] * 4.0
-    shifted = boxes.astype(np.float32) + offset
-    wh = np.empty_like(shifted)
-    wh[:, :2] = shifted[:, :2]
-    wh[:, 2:] = shifted[:, 2:] - shifted[:, :2]
-    keep = cv2.dnn.NMSBoxes(
-        wh.tolist(), scores.astype(np.float32).tolist(), 0.0, float(iou_threshold)
-    )
-    idx = np.asarray(keep, dtype=np.int64).reshape(-1)
-    return idx[np.argsort(-scores[idx], kind="stable")]
+    """Indices kept by greedy NMS applied per class, highest score first.
+
+    A box is dropped when its IoU with a higher-scoring kept box of the same class exceeds
+    ``iou_threshold`` (ties in score keep the earlier box). One vectorized pass per kept box, so
+    the cost grows with candidates × kept, never candidates².
+    """
+    order = np.argsort(-scores, kind="stable")
+    xyxy = boxes.astype(np.float64)
+    keep: list[int] = []
+    while order.size:
+        first, rest = int(order[0]), order[1:]
+        keep.append(first)
+        iou = iou_matrix(xyxy[first : first + 1], xyxy[rest])[0]
+        order = rest[(iou <= iou_threshold) | (class_ids[rest] != class_ids[first])]
+    return np.asarray(keep, dtype=np.int64)

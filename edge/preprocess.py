@@ -2,10 +2,13 @@
 
 A :class:`Preprocessor` is built once per model input. Resizing (``stretch``, ``letterbox``,
 ``crop``), colour order and normalization are planned per source frame size and cached, so the hot
-path only runs OpenCV kernels into buffers made at load time and writes the last step straight
-into the interpreter's input tensor. Normalization ``(x - mean) / std`` and the input tensor's
-quantization ``q = x / scale + zero_point`` are folded into one 256-entry lookup table per
-channel, applied in a single pass (skipped when it is the identity).
+path only runs kernels into buffers made at load time and writes the last step straight into the
+interpreter's input tensor. OpenCV does the resizing and greyscale conversion and is imported only
+when a frame needs them: a source that already delivers frames at the model's input size (the
+Pi camera's ``lores`` stream, sized by the ISP) is fed with numpy alone. Normalization
+``(x - mean) / std`` and the input tensor's quantization ``q = x / scale + zero_point`` are folded
+into one 256-entry lookup table per channel, applied in a single pass (skipped when it is the
+identity).
 
 Every result carries a :class:`Transform` that maps coordinates normalized to the model input
 back to coordinates normalized to the source frame, so boxes are always reported on the frame.
@@ -15,14 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from edge.errors import ModelError
 
 RESIZE_MODES = ("stretch", "letterbox", "crop")
 COLOR_ORDERS = ("rgb", "bgr", "gray")
-INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST, "area": cv2.INTER_AREA}
+# interpolation name → OpenCV flag (cv2.INTER_LINEAR, INTER_NEAREST, INTER_AREA)
+INTERPOLATIONS = {"linear": 1, "nearest": 0, "area": 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +140,8 @@ class _Plan:
     resize_to: tuple[int, int] | None  # (w, h) for cv2.resize, None when already the right size
     resized: np.ndarray | None  # resize destination (a view into canvas when letterboxing)
     canvas: np.ndarray | None  # letterbox canvas, padding painted once
-    convert: int | None  # cv2 colour conversion code, None when the order already matches
-    converted: np.ndarray | None
+    convert: str | None  # "rgb" (swap BGR), "gray" (BGR→grey), "expand" (grey→3), None: as is
+    converted: np.ndarray | None  # greyscale destination when a lookup table follows
     transform: Transform
 
 
@@ -173,6 +176,12 @@ class Preprocessor:
         self.color = "gray" if self.channels == 1 else config.color
         self._interp = INTERPOLATIONS[config.interpolation]
         self._lut = _lookup_table(spec, config, self.channels)
+        # One contiguous 256-entry column per channel: np.take is fastest on those.
+        self._columns = (
+            [np.ascontiguousarray(self._lut[:, c]) for c in range(self.channels)]
+            if self._lut is not None
+            else []
+        )
         self._plans: dict[tuple[int, ...], _Plan] = {}
 
     @property
@@ -194,19 +203,28 @@ class Preprocessor:
         img = image if plan.crop is None else image[plan.crop]
         if plan.resized is not None:
             if plan.resize_to is not None:
+                import cv2
+
                 cv2.resize(img, plan.resize_to, dst=plan.resized, interpolation=self._interp)
             else:  # letterbox of a frame that already fits: only the padding is new
                 plan.resized[...] = img
             img = plan.canvas if plan.canvas is not None else plan.resized
-        if plan.convert is not None:
+        if plan.convert == "gray":
+            import cv2
+
             target = plan.converted if plan.converted is not None else _plane(dst)
-            cv2.cvtColor(img, plan.convert, dst=target)
+            cv2.cvtColor(img, cv2.COLOR_BGR2GRAY, dst=target)
             img = target
+        elif plan.convert == "rgb":
+            img = img[..., ::-1]  # a view: the copy below or the lookup reads it in RGB order
+        elif plan.convert == "expand":
+            img = np.broadcast_to(_plane(img)[..., None], (*img.shape[:2], 3))
         if self._lut is not None:
             if self.channels == 1:
-                cv2.LUT(_plane(img), self._lut[:, 0], dst=_plane(dst))
+                np.take(self._columns[0], _plane(img), out=_plane(dst), mode="clip")
             else:
-                cv2.LUT(img, self._lut.reshape(1, 256, 3), dst=dst)
+                for c, column in enumerate(self._columns):
+                    np.take(column, img[..., c], out=dst[..., c], mode="clip")
         elif img is not dst and not np.shares_memory(img, dst):
             np.copyto(dst, img.reshape(dst.shape))
         return plan.transform
@@ -259,8 +277,8 @@ class Preprocessor:
             resized = np.empty((H, W, *chan), np.uint8)
         convert = _conversion(src_channels, self.color)
         converted = None
-        if convert is not None and self._lut is not None:
-            converted = np.empty((H, W, *((3,) if self.channels == 3 else ())), np.uint8)
+        if convert == "gray" and self._lut is not None:
+            converted = np.empty((H, W), np.uint8)
         return _Plan(
             crop, want if have != want else None, resized, canvas, convert, converted, transform
         )
@@ -271,10 +289,10 @@ def _plane(a: np.ndarray) -> np.ndarray:
     return a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
 
 
-def _conversion(src_channels: int, color: str) -> int | None:
+def _conversion(src_channels: int, color: str) -> str | None:
     if src_channels == 3:
-        return {"rgb": cv2.COLOR_BGR2RGB, "gray": cv2.COLOR_BGR2GRAY}.get(color)
-    return None if color == "gray" else cv2.COLOR_GRAY2RGB  # gray→bgr and gray→rgb are the same
+        return {"rgb": "rgb", "gray": "gray"}.get(color)
+    return None if color == "gray" else "expand"  # gray→bgr and gray→rgb are the same
 
 
 def _lookup_table(spec: TensorSpec, config: PreprocessConfig, channels: int) -> np.ndarray | None:

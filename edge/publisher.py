@@ -11,7 +11,6 @@ import threading
 import time
 from typing import Any, Protocol
 
-from edge.annotate import annotate, encode_jpeg
 from edge.config import MqttConfig
 from edge.frame import Frame
 from edge.pipeline import CameraState
@@ -83,6 +82,8 @@ class Publisher:
                     self._snap_cond.notify()
 
     def _snapshots(self) -> None:
+        from edge.annotate import annotate, encode_jpeg  # OpenCV, loaded only with snapshots on
+
         while True:
             with self._snap_cond:
                 while self._snap_job is None and not self._closed:

@@ -13,7 +13,6 @@ import logging
 import mmap
 import os
 import struct
-import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +237,8 @@ def _first_label_file(holders: list[tuple[_Table, int]]) -> str | None:
 def _labels_from_archive(f: IO[bytes], path: Path, name: str | None) -> dict[int, str]:
     """Labels from the ZIP appended to the model: member ``name``, or when None the first
     ``*.txt`` member whose name contains "label". Empty (with a WARNING) when unreadable."""
+    import zipfile  # only for models that pack their labels
+
     try:
         with zipfile.ZipFile(f) as archive:
             if name is None:

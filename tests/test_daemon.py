@@ -302,3 +302,25 @@ def test_sighup_reloads_and_refuses_an_invalid_file(
     assert d.wait(15) == 0
     assert "cameras[0].bogus: unknown key" in d.log()
     sub.close()
+
+
+def test_frames_at_the_model_size_need_no_opencv(
+    broker: Broker, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """A source that delivers frames at the model's input size (as the Pi camera's lores stream
+    does) is fed without loading OpenCV: the running daemon has no cv2 library mapped, and its
+    results still find the shapes."""
+    sub = Subscriber(broker, f"edge/{DEVICE}/#")
+    d = Daemon(tmp_path, config(broker, tmp_path, "synthetic", fps=15, width=192, height=192))
+    daemons.append(d)
+    assert sub.wait_until(lambda ms: len(results(sub)) >= 10, 30), d.log()
+    maps = Path(f"/proc/{d.proc.pid}/maps").read_text()
+    d.signal(signal.SIGTERM)
+    assert d.wait(10) == 0
+    sub.close()
+    assert "cv2" not in maps and "opencv" not in maps
+    found = [r for r in results(sub) if r["detections"]]
+    assert len(found) >= 0.9 * len(results(sub))
+    assert {"circle", "square", "triangle"} & {
+        det["label"] for r in found for det in r["detections"]
+    }

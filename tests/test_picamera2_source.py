@@ -212,3 +212,14 @@ def test_real_camera_delivers_lores_frames() -> None:
     assert all(f is not None and f.image.shape == (300, 300, 3) for f in frames)
     span = frames[-1].ts_mono - frames[1].ts_mono  # type: ignore[union-attr]
     assert 14 / 15 * 0.8 < span < 14 / 15 * 1.25
+
+
+@pytest.mark.parametrize(("height", "stride"), [(224, 224), (192, 256), (300, 320), (480, 640)])
+def test_i420_conversion_is_bit_identical_to_opencv(height: int, stride: int) -> None:
+    """The numpy YUV420 → BGR conversion of lores frames gives OpenCV's pixels exactly."""
+    from edge.sources.picamera2 import i420_to_bgr
+
+    rng = np.random.default_rng(height)
+    array = rng.integers(0, 256, (height * 3 // 2, stride), dtype=np.uint8)
+    expected = cv2.cvtColor(array, cv2.COLOR_YUV2BGR_I420)
+    assert np.array_equal(i420_to_bgr(array), expected)

@@ -223,3 +223,29 @@ def test_nms_class_aware_and_iou() -> None:
     boxes = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0.05, 0, 1, 1]], np.float32)
     keep = nms_class_aware(boxes, np.array([0.9, 0.8, 0.7]), np.array([0, 1, 0]), 0.5)
     assert keep.tolist() == [0, 1]
+
+
+def test_nms_matches_opencv_reference() -> None:
+    """The numpy NMS keeps exactly what OpenCV's NMSBoxes keeps, per class, on crowded boxes."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        n = int(rng.integers(2, 200))
+        xy = rng.uniform(0, 0.8, (n, 2))
+        wh = rng.uniform(0.02, 0.3, (n, 2))
+        boxes = np.hstack([xy, xy + wh]).astype(np.float32)
+        scores = rng.uniform(0.1, 1.0, n).astype(np.float32)
+        classes = rng.integers(0, 3, n)
+        got = nms_class_aware(boxes, scores, classes, 0.45)
+        want: list[int] = []
+        for c in range(3):
+            idx = np.flatnonzero(classes == c)
+            if idx.size == 0:
+                continue
+            b = boxes[idx]
+            rects = np.hstack([b[:, :2], b[:, 2:] - b[:, :2]]).tolist()
+            kept = cv2.dnn.NMSBoxes(rects, scores[idx].tolist(), 0.0, 0.45)
+            want += idx[np.asarray(kept, dtype=np.int64).reshape(-1)].tolist()
+        assert sorted(got.tolist()) == sorted(want), trial
+        assert np.all(np.diff(scores[got]) <= 0)  # highest score first

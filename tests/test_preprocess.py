@@ -170,3 +170,34 @@ def test_config_problems_listed_together() -> None:
     assert len(problems) == 4
     with pytest.raises(ModelError, match=r"resize.*color"):
         Preprocessor(spec((1, 8, 8, 3), np.uint8), cfg)
+
+
+def test_interpolation_names_are_opencv_flags() -> None:
+    """The interpolation table (kept free of an OpenCV import) holds OpenCV's own flag values."""
+    from edge.preprocess import INTERPOLATIONS
+
+    assert INTERPOLATIONS == {
+        "linear": cv2.INTER_LINEAR,
+        "nearest": cv2.INTER_NEAREST,
+        "area": cv2.INTER_AREA,
+    }
+
+
+@pytest.mark.parametrize("color", ["rgb", "bgr"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.float32])
+def test_model_size_frames_match_the_opencv_reference(color: str, dtype: type) -> None:
+    """Frames already at the input size (no OpenCV involved) give what OpenCV's colour swap
+    and lookup table give, for every input type."""
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    q = (1 / 255, -128) if dtype == np.int8 else (0.0, 0)
+    p = Preprocessor(
+        spec((1, 48, 64, 3), dtype, *q),
+        PreprocessConfig(color=color, mean=(10.0, 20.0, 30.0), std=(50.0, 60.0, 70.0)),
+    )
+    got, _ = p.to_array(frame)
+    src = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if color == "rgb" else frame
+    lut = p.lut
+    assert lut is not None
+    expected = cv2.LUT(src, np.ascontiguousarray(lut).reshape(1, 256, 3))
+    assert np.array_equal(got[0], expected)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
-from importlib import metadata
 from types import ModuleType
 
 from edge.errors import RuntimeUnavailableError
@@ -37,7 +37,14 @@ class Backend:
     module: ModuleType
 
 
-def _version(dist: str) -> str:
+def _version(dist: str, module: str) -> str:
+    """The package's own ``__version__`` (cheap), else its installed metadata."""
+    top = sys.modules.get(module.partition(".")[0])
+    own = getattr(top, "__version__", None)
+    if isinstance(own, str):
+        return own
+    from importlib import metadata  # costs ~1 MiB and 10 ms: only when the package is silent
+
     for candidate in (dist, dist + "-cpu"):
         try:
             return metadata.version(candidate)
@@ -66,7 +73,7 @@ def load_backend(preferred: str | None = None) -> Backend:
         except Exception as exc:  # ImportError, or numpy ABI errors from tflite-runtime
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
             continue
-        return Backend(name, _version(dist), mod)
+        return Backend(name, _version(dist, module), mod)
     detail = "; ".join(errors)
     raise RuntimeUnavailableError(
         "no TFLite runtime could be imported (" + detail + "). Install one: "

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import ClassVar, Protocol
 
-import cv2
 import numpy as np
 
 from edge.errors import ConfigError, SourceError
@@ -28,14 +27,10 @@ from edge.frame import Frame
 log = logging.getLogger(__name__)
 
 KINDS = ("opencv", "images", "synthetic", "picamera2")
-ROTATIONS = {
-    0: None,
-    90: cv2.ROTATE_90_CLOCKWISE,
-    180: cv2.ROTATE_180,
-    270: cv2.ROTATE_90_COUNTERCLOCKWISE,
-}
-# cv2.flip codes: 1 mirrors left-right, 0 upside-down, -1 both.
-FLIPS = {None: None, "h": 1, "v": 0, "hv": -1}
+# Clockwise rotation in degrees → quarter turns for np.rot90 (which turns counter-clockwise).
+ROTATIONS = {0: 0, 90: -1, 180: 2, 270: 1}
+# Mirroring → the axes to reverse: "h" mirrors left-right, "v" upside-down.
+FLIPS: dict[str | None, tuple[int, ...]] = {None: (), "h": (1,), "v": (0,), "hv": (0, 1)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,13 +156,15 @@ class Options:
 
 def orient(image: np.ndarray, rotate: int, flip: str | None) -> np.ndarray:
     """Mirror (``flip``), then rotate clockwise by ``rotate`` degrees; no copy if neither."""
-    code = FLIPS[flip]
-    if code is not None:
-        image = cv2.flip(image, code)
-    rot = ROTATIONS[rotate]
-    if rot is not None:
-        image = cv2.rotate(image, rot)
-    return image
+    axes = FLIPS[flip]
+    turns = ROTATIONS[rotate]
+    if not axes and not turns:
+        return image
+    if axes:
+        image = np.flip(image, axes)
+    if turns:
+        image = np.rot90(image, turns)
+    return np.ascontiguousarray(image)  # one copy, as later stages want contiguous frames
 
 
 class BaseSource:

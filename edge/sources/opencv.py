@@ -15,14 +15,16 @@ import math
 import os
 import sys
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import cv2
 import numpy as np
 
 from edge.errors import InputError, SourceError
 from edge.frame import Frame
 from edge.sources.base import BaseSource, Options, Pacer, SourceSpec
+
+if TYPE_CHECKING:
+    import cv2
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ class OpenCVSource(BaseSource):
             self._pacer.reset()
 
     def _open_file(self, level: int = logging.INFO) -> cv2.VideoCapture:
+        import cv2  # OpenCV is loaded by the sources that use it, not by every daemon
+
         path = self.spec.target
         if not os.path.isfile(path):
             raise InputError(f"video file {path!r} does not exist; check the path")
@@ -107,6 +111,8 @@ class OpenCVSource(BaseSource):
         return cap
 
     def _open_live(self) -> cv2.VideoCapture:
+        import cv2
+
         target = self.spec.target
         if self.mode == "device":
             # OpenCV waits 10 s (its default) for a frame from a stalled V4L2 camera, and reads
@@ -235,6 +241,8 @@ class OpenCVSource(BaseSource):
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
+    import cv2
+
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     if image.shape[2] == 4:
