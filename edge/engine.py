@@ -62,6 +62,15 @@ def default_preprocess(spec: TensorSpec) -> PreprocessConfig:
     return PreprocessConfig()
 
 
+@dataclass(frozen=True, slots=True)
+class RawOutput:
+    """One invoke's output arrays (copies, as stored: quantized values stay quantized) and how
+    long the invoke took."""
+
+    values: list[np.ndarray]
+    invoke_ms: float
+
+
 class Engine:
     """A loaded model with its preprocessing and decoder. Build with :meth:`load`."""
 
@@ -134,7 +143,13 @@ class Engine:
         t0 = time.perf_counter()
         transform = self.prepare(image)
         pre_ms = (time.perf_counter() - t0) * 1000
-        return self._finish(transform, image.shape, pre_ms, source, index)
+        return self.decode(self._invoke(), transform, image.shape, pre_ms, source, index)
+
+    def _invoke(self) -> RawOutput:
+        t0 = time.perf_counter()
+        self.interpreter.invoke()
+        invoke_ms = (time.perf_counter() - t0) * 1000
+        return RawOutput([self.interpreter.output(i) for i in range(self._n_out)], invoke_ms)
 
     def new_preprocessor(self) -> Preprocessor:
         """A separate Preprocessor for this model's input, for another thread to fill tensors
@@ -153,22 +168,28 @@ class Engine:
     ) -> Result:
         """Run the model on an input already preprocessed by :meth:`new_preprocessor`'s
         Preprocessor (copied into the interpreter: ≈ 10 µs for 224×224×3)."""
-        self.interpreter.set_input(tensor)
-        return self._finish(transform, frame_shape, preprocess_ms, source, index)
+        raw = self.run_prepared(tensor)
+        return self.decode(raw, transform, frame_shape, preprocess_ms, source, index)
 
-    def _finish(
+    def run_prepared(self, tensor: np.ndarray) -> RawOutput:
+        """Only the interpreter's part of :meth:`infer_prepared`: copy ``tensor`` in, invoke,
+        copy the outputs out. :meth:`decode` turns them into a Result, on any thread, while
+        this interpreter already runs the next frame."""
+        self.interpreter.set_input(tensor)
+        return self._invoke()
+
+    def decode(
         self,
+        raw: RawOutput,
         transform: Transform,
         frame_shape: tuple[int, ...],
         preprocess_ms: float,
-        source: str,
-        index: int | None,
+        source: str = "",
+        index: int | None = None,
     ) -> Result:
-        t1 = time.perf_counter()
-        self.interpreter.invoke()
+        """Postprocess outputs from :meth:`run_prepared` into the frame's Result."""
         t2 = time.perf_counter()
-        values = [self.interpreter.output(i) for i in range(self._n_out)]
-        decoded = self.postprocessor(values, transform)
+        decoded = self.postprocessor(raw.values, transform)
         t3 = time.perf_counter()
         return Result(
             model=self.spec.name,
@@ -177,7 +198,7 @@ class Engine:
             source=source,
             width=int(frame_shape[1]),
             height=int(frame_shape[0]),
-            timings=Timings(preprocess_ms, (t2 - t1) * 1000, (t3 - t2) * 1000),
+            timings=Timings(preprocess_ms, raw.invoke_ms, (t3 - t2) * 1000),
             detections=decoded.detections,
             classes=decoded.classes,
             segments=decoded.segments,

@@ -1,18 +1,21 @@
 """The real-time pipeline: capture threads hand their newest frame to inference threads, which
-run the model and pass each result to listeners (the MQTT publisher, the preview).
+run the model, and result threads that pass each result to listeners (the MQTT publisher, the
+preview).
 
 Threads and ownership: one ``capture-<camera>`` thread per camera owns its source; one
 ``infer-<model>`` thread per distinct model owns its interpreter and serves, oldest frame first,
 every camera that uses that model, so a model shared by cameras is loaded once. Between them a
 one-slot-per-camera hand-off drops the older frame when inference falls behind (counted as
-``dropped``), so latency never grows with a queue. Listeners are called on the inference thread
-and must not block: they copy what they need and do slow work (network, JPEG) on their own
-threads.
+``dropped``), so latency never grows with a queue. The inference thread only invokes: a
+``results-<model>`` thread decodes each output and calls the listeners while the next frame is
+already running, in order. Listeners must not block: they copy what they need and do slow work
+(network, JPEG) on their own threads.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -26,7 +29,7 @@ import numpy as np
 
 from edge.capture import CaptureThread
 from edge.config import CameraSettings, Config
-from edge.engine import Engine, Overrides
+from edge.engine import Engine, Overrides, RawOutput
 from edge.frame import Frame
 from edge.preprocess import Transform
 from edge.result import Result
@@ -44,7 +47,8 @@ _THUMB = (64, 48)  # motion-gating thumbnail size (w, h)
 
 
 class ResultListener(Protocol):
-    """Receives every result. Called on an inference thread: must return quickly."""
+    """Receives every result. Called on a result thread: must return quickly (a slow listener
+    holds up the results behind it, and then inference)."""
 
     def on_result(
         self, camera: CameraState, frame: Frame, result: Result, payload: dict[str, Any]
@@ -181,15 +185,16 @@ class CameraState:
 
 
 class InferenceWorker(threading.Thread):
-    """Owns one Engine; serves the cameras that share its model until ``stop`` is set."""
+    """Owns one Engine's interpreter; serves the cameras that share its model until ``stop`` is
+    set. It only copies a tensor in, invokes and copies the outputs out: decoding, payloads and
+    listeners run on its :class:`ResultWorker`, overlapping the next invoke."""
 
     def __init__(
         self,
         engine: Engine,
         cameras: dict[str, CameraState],
         slots: FrameSlots,
-        listeners: Sequence[ResultListener],
-        base_payload: dict[str, Any],
+        results: ResultWorker,
         latency_ms: float,
         stop: threading.Event,
     ) -> None:
@@ -197,50 +202,99 @@ class InferenceWorker(threading.Thread):
         self.engine = engine
         self.cameras = cameras
         self.slots = slots
-        self.listeners = list(listeners)
-        self.base_payload = base_payload
+        self.results = results
         self.latency_ms = latency_ms
         self.stop_event = stop
         self.handled = 0  # jobs taken (inferred or skipped): half of the watchdog's heartbeat
 
     def run(self) -> None:
-        while not self.stop_event.is_set():
-            job = self.slots.take(timeout=0.25)
-            if job is None:
-                continue
-            try:
-                self._handle(job)
-            except Exception:  # one bad frame must not stop the camera
-                log.exception("inference failed on a frame from %s", job.frame.source)
-                self.cameras[job.frame.source].counters.add("errors")
-            finally:
-                # The interpreter copied the tensor: it can take the next frame.
-                self.cameras[job.frame.source].spare.append(job.tensor)
-                self.handled += 1
-                self.slots.done()
+        try:
+            while not self.stop_event.is_set():
+                job = self.slots.take(timeout=0.25)
+                if job is None:
+                    continue
+                try:
+                    self._handle(job)
+                except Exception:  # one bad frame must not stop the camera
+                    log.exception("inference failed on a frame from %s", job.frame.source)
+                    self.cameras[job.frame.source].counters.add("errors")
+                finally:
+                    # The interpreter copied the tensor: it can take the next frame.
+                    self.cameras[job.frame.source].spare.append(job.tensor)
+                    self.handled += 1
+                    self.slots.done()  # after handing on, so finished() sees one or the other
+        finally:
+            self.results.close()
 
     def _handle(self, job: Job) -> None:
-        frame = job.frame
-        cam = self.cameras[frame.source]
-        start = time.monotonic()
-        waited_ms = (start - frame.ts_mono) * 1000
+        cam = self.cameras[job.frame.source]
+        waited_ms = (time.monotonic() - job.frame.ts_mono) * 1000
         if self.latency_ms and waited_ms > self.latency_ms:
             cam.counters.add("skipped_latency")
             return
-        result = self.engine.infer_prepared(
-            job.tensor,
-            job.transform,
-            frame.image.shape,
-            job.preprocess_ms,
-            source=cam.name,
-            index=frame.index,
+        raw = self.engine.run_prepared(job.tensor)
+        self.results.put(job, raw, waited_ms)
+
+
+class ResultWorker(threading.Thread):
+    """Turns one inference thread's raw outputs into results, in order: decodes them, numbers
+    them per camera (``seq``), keeps the latency windows, builds the payload and calls the
+    listeners. A short queue separates it from inference; when it is full, inference waits
+    rather than lose a result."""
+
+    QUEUE = 4
+
+    def __init__(
+        self,
+        engine: Engine,
+        cameras: dict[str, CameraState],
+        listeners: Sequence[ResultListener],
+        base_payload: dict[str, Any],
+    ) -> None:
+        super().__init__(name=f"results-{engine.name}", daemon=True)
+        self.engine = engine
+        self.cameras = cameras
+        self.listeners = list(listeners)
+        self.base_payload = base_payload
+        self._queue: queue.Queue[tuple[Job, RawOutput, float] | None] = queue.Queue(self.QUEUE)
+
+    def put(self, job: Job, raw: RawOutput, waited_ms: float) -> None:
+        self._queue.put((job, raw, waited_ms))
+
+    def close(self) -> None:
+        """No more results: the thread ends once it has handled those already queued."""
+        self._queue.put(None)
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing being handled."""
+        return self._queue.unfinished_tasks == 0
+
+    def run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                job, raw, waited_ms = item
+                try:
+                    self._handle(job, raw, waited_ms)
+                except Exception:
+                    log.exception("decoding a result from %s failed", job.frame.source)
+                    self.cameras[job.frame.source].counters.add("errors")
+            finally:
+                self._queue.task_done()
+
+    def _handle(self, job: Job, raw: RawOutput, waited_ms: float) -> None:
+        frame = job.frame
+        cam = self.cameras[frame.source]
+        result = self.engine.decode(
+            raw, job.transform, frame.image.shape, job.preprocess_ms, cam.name, frame.index
         )
         cam.seq += 1
         cam.counters.add("inferred")
         cam.fps_out.tick()
         t = result.timings
-        done = time.monotonic()
-        e2e_ms = (done - frame.ts_mono) * 1000
+        e2e_ms = (time.monotonic() - frame.ts_mono) * 1000
         lat = cam.latency
         lat["queue"].add(waited_ms)
         lat["preprocess"].add(t.preprocess_ms)
@@ -354,8 +408,9 @@ class Pipeline:
             slots = FrameSlots()
             states = {c.name: CameraState(c, engine.name) for c in cams}
             self.cameras.update(states)
+            results = ResultWorker(engine, states, listeners, base)
             worker = InferenceWorker(
-                engine, states, slots, listeners, base, config.budget.latency_ms, self._stop
+                engine, states, slots, results, config.budget.latency_ms, self._stop
             )
             self.workers.append(worker)
             pre = engine.preprocessor
@@ -400,6 +455,7 @@ class Pipeline:
 
     def start(self) -> None:
         for w in self.workers:
+            w.results.start()
             w.start()
         for cam in self.cameras.values():
             assert cam.capture is not None
@@ -418,7 +474,8 @@ class Pipeline:
         threads: list[threading.Thread] = [
             c.capture for c in self.cameras.values() if c.capture is not None
         ]
-        for t in [*threads, *self.workers]:
+        # Inference ends first and then tells its result thread, which finishes what is queued.
+        for t in [*threads, *self.workers, *(w.results for w in self.workers)]:
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 log.warning("thread %s did not stop within %.1f s", t.name, timeout)
@@ -443,13 +500,13 @@ class Pipeline:
         do (a hung interpreter stops the second count while capture keeps dropping)."""
         captured = sum(c.counters["captured"] for c in self.cameras.values())
         handled = sum(w.handled for w in self.workers)
-        return captured, handled, all(w.slots.idle() for w in self.workers)
+        return captured, handled, all(w.slots.idle() and w.results.idle() for w in self.workers)
 
     def finished(self) -> bool:
         """True when every source has ended (finite files) and its last frame was inferred."""
         caps = [c.capture for c in self.cameras.values()]
         return all(c is not None and not c.is_alive() for c in caps) and all(
-            w.slots.idle() for w in self.workers
+            w.slots.idle() and w.results.idle() for w in self.workers
         )
 
     def failure(self) -> Exception | None:

@@ -324,3 +324,20 @@ def test_frames_at_the_model_size_need_no_opencv(
     assert {"circle", "square", "triangle"} & {
         det["label"] for r in found for det in r["detections"]
     }
+
+
+def test_file_read_as_fast_as_inference_gets_a_result_for_every_frame(
+    broker: Broker, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """A video file (not realtime) is lossless: all 120 frames come out once each and in order,
+    including the last ones still being decoded when the file ended, before the daemon stops
+    by itself."""
+    sub = Subscriber(broker, f"edge/{DEVICE}/#")
+    d = Daemon(tmp_path, config(broker, tmp_path, str(REPO / "samples" / "shapes.mp4")))
+    daemons.append(d)
+    assert d.wait(60) == 0, d.log()
+    assert sub.wait_until(lambda ms: statuses(sub)[-1:] == ["stopped"], 10)
+    got = results(sub)
+    sub.close()
+    assert [r["frame"]["index"] for r in got] == list(range(120))
+    assert [r["seq"] for r in got] == list(range(1, 121))
