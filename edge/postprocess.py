@@ -72,7 +72,8 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 class Postprocessor:
-    """Decodes one model's outputs. Thread affinity: the inference thread."""
+    """Decodes one model's outputs. Thread affinity: one thread at a time (the daemon's result
+    thread for that model)."""
 
     def __init__(
         self,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import threading
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -37,26 +36,14 @@ RESULT = {
 def retain(broker: Broker, messages: list[tuple[str, bytes]]) -> None:
     """Publish retained messages and return once the broker acknowledged all of them."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    done = threading.Event()
-    acked: set[int] = set()
-    mids: set[int] = set()
-    lock = threading.Lock()
-
-    def on_publish(_c: object, _u: object, mid: int, _rc: object, _p: object) -> None:
-        with lock:
-            acked.add(mid)
-            if mids and mids <= acked:
-                done.set()
-
-    client.on_publish = on_publish
     client.connect(broker.host, broker.port)
     client.loop_start()
-    with lock:
-        for topic, payload in messages:
-            mids.add(client.publish(topic, payload, qos=1, retain=True).mid)
-        if mids <= acked:
-            done.set()
-    assert done.wait(5)
+    # No lock of ours around publish(): paho calls on_publish holding its own message lock, so
+    # waiting on each MQTTMessageInfo is the deadlock-free way to know they were acknowledged.
+    infos = [client.publish(topic, payload, qos=1, retain=True) for topic, payload in messages]
+    for info in infos:
+        info.wait_for_publish(5)
+        assert info.is_published()
     client.disconnect()
     client.loop_stop()
 

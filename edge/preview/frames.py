@@ -2,7 +2,7 @@
 only the newest result per camera, the encoder thread that draws and compresses it at a capped
 rate while someone watches, and the hub where HTTP clients pick up the newest JPEG.
 
-Cost on the inference thread per result: one small object and a condition notify. Annotating
+Cost on the result thread per result: one small object and a condition notify. Annotating
 and encoding (a few milliseconds per frame) run on ``preview-encoder``, only for cameras that
 have a connected stream client, at most ``fps`` times per second; a slow client skips frames
 instead of queueing them.
@@ -53,7 +53,7 @@ class LatestResults:
     def on_result(
         self, camera: CameraState, frame: Frame, result: Result, payload: dict[str, Any]
     ) -> None:
-        """Called on an inference thread: stores a reference, never copies or encodes."""
+        """Called on a result thread: stores a reference, never copies or encodes."""
         now = time.monotonic()
         with self._cond:
             prev = self._latest.get(camera.name)
