@@ -110,13 +110,15 @@ def main() -> None:
         except OSError:
             time.sleep(0.05)
 
-    # A shared 2-core machine drifts by several per cent over a minute, so each pipeline run is
-    # compared with a bare run taken just before it, and the pairs' ratios are summarized.
-    pairs: list[tuple[tuple[float, float, float], Run]] = []
+    # A shared 2-core machine drifts by several per cent within a minute, so each pipeline run
+    # is compared with the bare runs taken just before and just after it, and the rounds'
+    # ratios are summarized.
+    bares = [bare_run(model, bare_seconds)]
+    runs: list[Run] = []
     try:
         for _ in range(args.rounds):
-            bare = bare_run(model, bare_seconds)
-            pairs.append((bare, run_daemon(tmp, port, args.model, args.seconds, 0, size)))
+            runs.append(run_daemon(tmp, port, args.model, args.seconds, 0, size))
+            bares.append(bare_run(model, bare_seconds))
         paced = run_daemon(tmp, port, args.model, args.seconds, 30, size, results=True)
         vga_bare = bare_run(model, bare_seconds)
         vga = run_daemon(tmp, port, args.model, args.seconds, 0, (640, 480))
@@ -128,15 +130,17 @@ def main() -> None:
         f"model {args.model}, 1 interpreter thread, synthetic source at {width}x{height}, "
         f"{args.seconds:.0f} s per daemon run, {bare_seconds:.0f} s per bare run"
     )
-    print("1. throughput (unpaced source), each daemon run right after a bare invoke() loop:")
+    print("1. throughput (unpaced source), each daemon run between two bare invoke() loops:")
     ratios = []
-    for i, ((bare_rate, _, _), run) in enumerate(pairs, 1):
+    for i, run in enumerate(runs, 1):
+        bare_rate = (bares[i - 1][0] + bares[i][0]) / 2
         cam = run.stats["cameras"]["cam"]
         steady = float(cam["fps_out"])
         inv = float(cam["latency_ms"]["invoke"]["p50"])
         ratios.append(steady / bare_rate)
         print(
-            f"   round {i}: bare {bare_rate:.1f}/s, pipeline {steady:.1f}/s steady = "
+            f"   round {i}: bare {bares[i - 1][0]:.1f} / {bares[i][0]:.1f}/s, pipeline "
+            f"{steady:.1f}/s steady = "
             f"{steady / bare_rate:.3f}; per result {1000 / steady:.3f} ms = invoke p50 "
             f"{inv:.3f} (bare {1000 / bare_rate:.3f}) + {1000 / steady - inv:.3f} other"
         )
@@ -153,7 +157,7 @@ def main() -> None:
         f"{percentile(s_lat, 99):.2f} ms; invoke p50 {inv50:.2f} ms"
     )
     print(f"   p50 - invoke p50 = {percentile(s_lat, 50) - inv50:.2f} ms   (target <= 5 ms)")
-    (_, bare_rss, bare_anon), last = pairs[-1]
+    (_, bare_rss, bare_anon), last = bares[-1], runs[-1]
     rss = float(last.stats["rss_mb"])
     print(
         f"3. memory: daemon RSS {rss:.1f} MiB (last unpaced run), bare runtime+model "
