@@ -577,6 +577,59 @@ def test_password_from_the_systemd_credentials_directory(
         broker.kill()
 
 
+def make_certificates(d: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+            "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr")  # fmt: skip
+        (d / f"{name}.ext").write_text(ext + "\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
+                "-out", f"{name}.pem")  # fmt: skip
+
+
+def test_tls_with_a_client_certificate(tmp_path: Path, sinks: list[MqttSink]) -> None:
+    """Against a mosquitto TLS listener that requires client certificates: with the CA, the
+    client certificate and its key the sink connects, verifies the server and gets results
+    acknowledged; without the client certificate the broker never lets it in."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    make_certificates(certs)
+    broker = Broker(
+        tmp_path / "mosquitto",
+        extra_conf=(
+            f"cafile {certs / 'ca.pem'}\ncertfile {certs / 'server.pem'}\n"
+            f"keyfile {certs / 'server.key'}\nrequire_certificate true\n"
+        ),
+    )
+    broker.start()
+    try:
+        s = settings(
+            broker,
+            tls_ca=certs / "ca.pem",
+            tls_cert=certs / "client.pem",
+            tls_key=certs / "client.key",
+        )
+        sink = start_sink(sinks, s, None)
+        assert connected(sink), broker.log_path.read_text()[-2000:]
+        for i in range(5):
+            sink.publish_result("cam", result(i))
+        assert wait_for(lambda: sink.stats()["delivered"] == 5, 10)
+        sinks.pop().close(2.0)
+
+        anonymous = start_sink(sinks, settings(broker, tls_ca=certs / "ca.pem"), None)
+        assert not connected(anonymous, 3.0)
+        sinks.pop().close(1.0)
+    finally:
+        broker.kill()
+
+
 @pytest.mark.parametrize(
     "name", ["", "a+b", "a#", "a/b", "$SYS", "nul\x00", "tab\there", "x" * 65, "bad\udcff"]
 )
