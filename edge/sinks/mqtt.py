@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -48,6 +49,10 @@ from edge.errors import ConfigError, SinkError
 from edge.outbox import Outbox
 
 log = logging.getLogger(__name__)
+_TLS_HINT = (
+    ": check tls_ca (the CA that signed the broker's certificate), that the host name or IP is "
+    "in that certificate, and the client certificate and key if the broker requires one"
+)
 
 TOPIC_PART_MAX = 64
 MAX_PAYLOAD_MQTT = 268_435_455  # MQTT's own packet limit
@@ -601,12 +606,16 @@ class MqttSink:
         )
 
     def _on_connect_fail(self, client: mqtt.Client) -> None:
+        # paho calls this from inside its `except OSError`, so the reason is still at hand.
+        exc = sys.exc_info()[1]
         if (n := self._throttle.ready("connect-fail")) is not None:
             log.warning(
-                "cannot reach MQTT broker %s:%d; retrying every %d-%d s, results are kept in the "
-                "outbox (+%d attempts)",
+                "cannot reach MQTT broker %s:%d (%s)%s; retrying every %d-%d s, results are kept "
+                "in the outbox (+%d attempts)",
                 self.settings.host,
                 self.settings.port,
+                exc or "connection failed",
+                _TLS_HINT if isinstance(exc, ssl.SSLError) else "",
                 RECONNECT_MIN_S,
                 RECONNECT_MAX_S,
                 n,
@@ -618,7 +627,21 @@ class MqttSink:
         was_up = self._link_up
         self._link_up = False
         self._push(_Event("down", client, reason=str(reason)))
-        if was_up and self._state == _RUNNING:
+        if not was_up and self._state == _RUNNING:
+            if (n := self._throttle.ready("refused")) is not None:
+                log.warning(
+                    "MQTT broker %s:%d closed the connection before accepting it (%s): check "
+                    "%sthe username and password, and the broker's log; retrying, results are "
+                    "kept in the outbox (+%d)",
+                    self.settings.host,
+                    self.settings.port,
+                    reason,
+                    "the TLS settings (tls_ca, tls_cert, tls_key), "
+                    if self.settings.uses_tls
+                    else "that the broker does not expect TLS (tls = true), ",
+                    n,
+                )
+        elif was_up and self._state == _RUNNING:
             log.warning(
                 "lost the MQTT broker %s:%d (%s); results are kept in the outbox",
                 self.settings.host,
