@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, NamedTuple, TextIO
 
@@ -24,7 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.argtypes import broker_address, number, whole
 from edge.errors import ConfigError, EdgeError, SinkError
-from edge.sinks.mqtt import validate_topic_part
+from edge.sinks.mqtt import MqttSettings, read_password, secure, tls_key_path, validate_topic_part
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,18 @@ def listen(
     timeout: float | None,
     out: TextIO,
     until: Callable[[], bool] | None = None,
+    *,
+    security: MqttSettings | None = None,
 ) -> int:
     """Print messages below ``<prefix>/<device or +>/`` to ``out`` until ``count`` messages
     (retained ones included) or ``timeout`` seconds; returns 0, also on Ctrl-C.
 
     Raises SinkError when the broker cannot be reached or refuses the connection. A connection
     lost later is re-established by paho (logged); nothing is printed for it. ``until``: also
-    stop once it returns true and nothing is waiting to be printed (``edge demo`` uses it)."""
+    stop once it returns true and nothing is waiting to be printed (``edge demo`` uses it).
+    ``security``: the login and TLS settings to use (host, port and device in it are ignored);
+    anonymous plain MQTT without. Raises ConfigError when its password or TLS files are
+    unusable."""
     if device is not None:
         validate_topic_part(device, "device")
     topic = f"{prefix}/{device or '+'}/#"
@@ -86,6 +92,9 @@ def listen(
     client.on_connect = on_connect
     client.on_message = on_message
     client.reconnect_delay_set(min_delay=1, max_delay=10)
+    if security is not None:
+        secure(client, security, read_password(security), tls_key_path(security))
+    login = security is not None and security.username is not None
     try:
         try:
             client.connect(host, port, keepalive=30)
@@ -104,7 +113,12 @@ def listen(
             if refusal:
                 raise SinkError(
                     f"the MQTT broker at {host}:{port} refused the connection ({refusal[0]}); "
-                    "edge listen connects anonymously, so the broker must allow that"
+                    + (
+                        "check --username and --password-file"
+                        if login
+                        else "it connected anonymously: give --username and --password-file, "
+                        "or --config with the daemon's configuration file"
+                    )
                 )
             client.on_disconnect = on_disconnect
             _print_messages(inbox, prefix, raw, count, timeout, out, until)
@@ -294,18 +308,40 @@ def _flat_summary(data: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``edge listen``'s options to its sub-parser."""
     parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="take the broker, prefix, device, login and TLS settings from a daemon's "
+        "configuration file; the options below override it",
+    )
+    parser.add_argument(
         "--broker",
         type=broker_address,
-        default=("localhost", 1883),
+        default=None,
         metavar="HOST:PORT",
         help="MQTT broker to listen on (default localhost:1883; port defaults to 1883)",
     )
     parser.add_argument(
-        "--prefix", type=_prefix, default="edge", help="topic prefix devices use (default edge)"
+        "--prefix", type=_prefix, default=None, help="topic prefix devices use (default edge)"
     )
     parser.add_argument(
-        "--device", type=_device, default=None, help="only this device id (default: all devices)"
+        "--device",
+        type=_device,
+        default=None,
+        help="only this device id (default: all devices, or the --config file's device)",
     )
+    parser.add_argument("--username", default=None, help="MQTT login")
+    parser.add_argument(
+        "--password-file",
+        default=None,
+        metavar="FILE",
+        help="file holding the password for --username (never given on the command line)",
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="use TLS, trusting the system's certificate authorities"
+    )
+    parser.add_argument("--tls-ca", default=None, metavar="FILE", help="CA certificate (PEM)")
+    parser.add_argument("--tls-cert", default=None, metavar="FILE", help="client certificate (PEM)")
+    parser.add_argument("--tls-key", default=None, metavar="FILE", help="client key (PEM)")
     parser.add_argument(
         "--raw", action="store_true", help="print one JSON object per message, for machines"
     )
@@ -323,14 +359,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``edge listen`` with parsed arguments; returns the exit code (errors go to stderr)."""
-    host, port = args.broker
     try:
+        s = _settings(args)
         return listen(
-            host, port, args.prefix, args.device, args.raw, args.count, args.timeout, sys.stdout
+            s.host,
+            s.port,
+            s.prefix,
+            args.device or (s.device if args.config else None),
+            args.raw,
+            args.count,
+            args.timeout,
+            sys.stdout,
+            security=s,
         )
     except EdgeError as exc:
         print(f"edge listen: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def _settings(args: argparse.Namespace) -> MqttSettings:
+    """Broker, prefix, login and TLS: the --config file's [mqtt] section, then the options."""
+    if args.config:
+        from edge.config import load
+        from edge.daemon import mqtt_settings
+
+        base = mqtt_settings(load(args.config))
+    else:
+        base = MqttSettings(device="edge-listen")
+    changes: dict[str, Any] = {}
+    if args.broker is not None:
+        changes["host"], changes["port"] = args.broker
+    if args.prefix is not None:
+        changes["prefix"] = args.prefix
+    if args.username is not None:
+        changes["username"] = args.username
+    for key in ("password_file", "tls_ca", "tls_cert", "tls_key"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
+    if args.tls:
+        changes["tls"] = True
+    return replace(base, **changes)
 
 
 def _device(text: str) -> str:

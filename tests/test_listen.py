@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from broker import Broker, free_port
+from broker import Broker, free_port, make_certificates
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.errors import SinkError
@@ -180,3 +183,91 @@ def test_bad_arguments_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         parser.parse_args(argv)
     assert info.value.code == 2
+
+
+def test_tls_and_login_from_flags_or_the_daemon_config(tmp_path: Path) -> None:
+    """Against a broker that wants TLS with a client certificate and a password: `edge listen`
+    gets in with the TLS and login options, or with --config pointing at a daemon's
+    configuration (which also picks its device); without the password it exits with a message
+    that says what to give."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    make_certificates(certs)
+    passwd = tmp_path / "passwd"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwd), "viewer", "pw-123"],
+        check=True,
+        capture_output=True,
+    )
+    (tmp_path / "pw").write_text("pw-123\n")
+    broker = Broker(
+        tmp_path / "mosquitto",
+        extra_conf=(
+            f"cafile {certs / 'ca.pem'}\ncertfile {certs / 'server.pem'}\n"
+            f"keyfile {certs / 'server.key'}\nrequire_certificate true\n"
+            f"password_file {passwd}\n"
+        ),
+    )
+    broker.conf_path.write_text(
+        broker.conf_path.read_text().replace("allow_anonymous true", "allow_anonymous false")
+    )
+    broker.start()
+    tls = ["--tls-ca", str(certs / "ca.pem"), "--tls-cert", str(certs / "client.pem")]
+    tls += ["--tls-key", str(certs / "client.key")]
+    try:
+        publish = [*tls, "--username", "viewer", "--password-file", str(tmp_path / "pw")]
+        retained = retain_over_tls(broker, certs, "edge/dev9/status", b"online")
+        assert retained
+
+        def edge_listen(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "edge", "listen", "--count", "1", "--timeout", "10", *args],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        flags = edge_listen("--broker", f"{broker.host}:{broker.port}", *publish)
+        assert flags.returncode == 0, flags.stderr
+        assert "dev9 status online" in flags.stdout
+
+        config = tmp_path / "edge.toml"
+        config.write_text(
+            f'device = "dev9"\n[model]\npath = "shapes-detector"\n'
+            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nusername = "viewer"\n'
+            f'password_file = "{tmp_path / "pw"}"\ntls_ca = "{certs / "ca.pem"}"\n'
+            f'tls_cert = "{certs / "client.pem"}"\ntls_key = "{certs / "client.key"}"\n'
+            '[[cameras]]\nname = "cam"\nsource = "synthetic"\n'
+        )
+        from_config = edge_listen("--config", str(config))
+        assert from_config.returncode == 0, from_config.stderr
+        assert "dev9 status online" in from_config.stdout
+
+        anonymous = edge_listen("--broker", f"{broker.host}:{broker.port}", *tls)
+        assert anonymous.returncode != 0
+        assert "refused the connection" in anonymous.stderr
+        assert "--username and --password-file" in anonymous.stderr
+        assert "Traceback" not in anonymous.stderr
+    finally:
+        broker.kill()
+
+
+def retain_over_tls(broker: Broker, certs: Path, topic: str, payload: bytes) -> bool:
+    """Publish one retained message over TLS with the test login; True once acknowledged."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.username_pw_set("viewer", "pw-123")
+    client.tls_set(
+        ca_certs=str(certs / "ca.pem"),
+        certfile=str(certs / "client.pem"),
+        keyfile=str(certs / "client.key"),
+    )
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        info = client.publish(topic, payload, qos=1, retain=True)
+        info.wait_for_publish(10)
+        return info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()

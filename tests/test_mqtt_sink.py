@@ -19,7 +19,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from broker import Broker, Subscriber, free_port, wait_for
+from broker import Broker, Subscriber, free_port, make_certificates, wait_for
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.errors import ConfigError
@@ -576,23 +576,6 @@ def test_password_from_the_systemd_credentials_directory(
         sinks.pop().close(1.0)
     finally:
         broker.kill()
-
-
-def make_certificates(d: Path) -> None:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-            "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "")):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-                "-keyout", f"{name}.key", "-out", f"{name}.csr")  # fmt: skip
-        (d / f"{name}.ext").write_text(ext + "\n")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
-                "-out", f"{name}.pem")  # fmt: skip
 
 
 # paho leaves the socket of a failed TLS handshake to the garbage collector (closed when freed).

@@ -246,6 +246,65 @@ class _Throttle:
 _NEW, _RUNNING, _CLOSING, _CLOSED = "new", "running", "closing", "closed"
 
 
+def read_password(s: MqttSettings) -> str | None:
+    """The broker password: ``s.password``, else ``s.password_file``, else systemd's
+    ``$CREDENTIALS_DIRECTORY/mqtt-password``; None when none is set. Raises ConfigError naming
+    the file when it cannot be read or is empty, or when a password has no username."""
+    if s.password is not None:
+        return s.password
+    path = s.password_file
+    if path is None:
+        path = _credential("mqtt-password")
+    if path is None:
+        return None
+    try:
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"mqtt.password_file: cannot read {path} ({exc}); check the path and that the "
+            "daemon's user may read it"
+        ) from exc
+    if not secret:
+        raise ConfigError(f"mqtt.password_file: {path} is empty; write the password into it")
+    if s.username is None:
+        raise ConfigError(
+            f"mqtt.username: a password is configured ({path}) but no username; set one"
+        )
+    return secret
+
+
+def tls_key_path(s: MqttSettings) -> Path | None:
+    """The client key: ``s.tls_key``, or systemd's ``$CREDENTIALS_DIRECTORY/mqtt-client.key``
+    when a client certificate is set without one."""
+    if s.tls_key is None and s.tls_cert is not None:
+        return _credential("mqtt-client.key")
+    return s.tls_key
+
+
+def secure(client: mqtt.Client, s: MqttSettings, password: str | None, key: Path | None) -> None:
+    """Set the login and TLS of ``s`` on a paho client (the broker's certificate is always
+    verified). Raises ConfigError when the TLS files cannot be loaded."""
+    if s.username is not None:
+        client.username_pw_set(s.username, password)
+    if not s.uses_tls:
+        return
+    try:
+        client.tls_set(
+            ca_certs=str(s.tls_ca) if s.tls_ca else None,
+            certfile=str(s.tls_cert) if s.tls_cert else None,
+            keyfile=str(key) if key else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(
+            f"mqtt.tls_ca/tls_cert/tls_key: cannot load the TLS files ({exc}); check the "
+            "paths, that they are PEM and that the key is not encrypted"
+        ) from exc
+    if s.tls_insecure:
+        client.tls_insecure_set(True)
+        log.warning("mqtt.tls_insecure: the broker's hostname is NOT checked")
+
+
 class MqttSink:
     """Delivers results through ``outbox`` to the broker in ``settings``; see the module doc.
 
@@ -318,8 +377,8 @@ class MqttSink:
                 raise SinkError(
                     f"MqttSink.start() called in state {self._state}; create a new sink"
                 )
-            self._password = self._read_password()
-            self._tls_key = self._resolve_tls_key()
+            self._password = read_password(self.settings)
+            self._tls_key = tls_key_path(self.settings)
             client = self._build_client(self._protocol)
             self._client = client
             self._thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
@@ -456,36 +515,6 @@ class MqttSink:
 
     # -- paho client ---------------------------------------------------------------------------
 
-    def _read_password(self) -> str | None:
-        s = self.settings
-        if s.password is not None:
-            return s.password
-        path = s.password_file
-        if path is None:
-            path = _credential("mqtt-password")
-        if path is None:
-            return None
-        try:
-            secret = path.read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"mqtt.password_file: cannot read {path} ({exc}); check the path and that the "
-                "daemon's user may read it"
-            ) from exc
-        if not secret:
-            raise ConfigError(f"mqtt.password_file: {path} is empty; write the password into it")
-        if s.username is None:
-            raise ConfigError(
-                f"mqtt.username: a password is configured ({path}) but no username; set one"
-            )
-        return secret
-
-    def _resolve_tls_key(self) -> Path | None:
-        s = self.settings
-        if s.tls_key is None and s.tls_cert is not None:
-            return _credential("mqtt-client.key")
-        return s.tls_key
-
     def _build_client(self, protocol: MQTTProtocolVersion) -> mqtt.Client:
         s = self.settings
         client = mqtt.Client(
@@ -500,24 +529,7 @@ class MqttSink:
         client.max_inflight_messages_set(s.inflight)
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         client.will_set(self._status_topic, "offline", qos=1, retain=True)
-        if s.username is not None:
-            client.username_pw_set(s.username, self._password)
-        if s.uses_tls:
-            try:
-                client.tls_set(
-                    ca_certs=str(s.tls_ca) if s.tls_ca else None,
-                    certfile=str(s.tls_cert) if s.tls_cert else None,
-                    keyfile=str(self._tls_key) if self._tls_key else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigError(
-                    f"mqtt.tls_ca/tls_cert/tls_key: cannot load the TLS files ({exc}); check the "
-                    "paths, that they are PEM and that the key is not encrypted"
-                ) from exc
-            if s.tls_insecure:
-                client.tls_insecure_set(True)
-                log.warning("mqtt.tls_insecure: the broker's hostname is NOT checked")
+        secure(client, s, self._password, self._tls_key)
         client.on_socket_open = self._cb_socket_open
         client.on_connect = self._cb_connect
         client.on_connect_fail = self._cb_connect_fail
