@@ -26,7 +26,8 @@ from edge.notify import Notifier
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
 from edge.publisher import Publisher
-from edge.sinks.mqtt import MqttSettings, MqttSink
+from edge.sinks.mqtt import MqttSink
+from edge.sinks.mqtt_settings import MqttSettings
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.argtypes import broker_address, number, whole
 from edge.errors import ConfigError, EdgeError, SinkError
-from edge.sinks.mqtt import MqttSettings, read_password, secure, tls_key_path, validate_topic_part
+from edge.sinks.mqtt_settings import (
+    MqttSettings,
+    read_password,
+    secure,
+    tls_key_path,
+    validate_topic_part,
+)
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.errors import ConfigError
 from edge.outbox import Outbox
-from edge.sinks.mqtt import POISON_STRIKES, MqttSettings, MqttSink, validate_topic_part
+from edge.sinks.mqtt import POISON_STRIKES, MqttSink
+from edge.sinks.mqtt_settings import MqttSettings, validate_topic_part
 
 DEVICE = "dev1"
 RESULTS = f"edge/{DEVICE}/+/result"
@@ -35,7 +36,8 @@ CHILD = r"""
 import json, sys, time
 from pathlib import Path
 from edge.outbox import Outbox
-from edge.sinks.mqtt import MqttSettings, MqttSink
+from edge.sinks.mqtt import MqttSink
+from edge.sinks.mqtt_settings import MqttSettings
 port, db, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 s = MqttSettings(device="dev1", host="127.0.0.1", port=port)
 sink = MqttSink(s, Outbox(None if db == "-" else Path(db), s.outbox_max_rows))
