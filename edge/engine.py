@@ -153,28 +153,15 @@ class Engine:
 
     def new_preprocessor(self) -> Preprocessor:
         """A separate Preprocessor for this model's input, for another thread to fill tensors
-        ahead of :meth:`infer_prepared` (the daemon preprocesses on each capture thread, so
+        ahead of :meth:`run_prepared` (the daemon preprocesses on each capture thread, so
         preprocessing overlaps the previous frame's ``invoke()``)."""
         return Preprocessor(self.preprocessor.spec, self.preprocessor.config)
 
-    def infer_prepared(
-        self,
-        tensor: np.ndarray,
-        transform: Transform,
-        frame_shape: tuple[int, ...],
-        preprocess_ms: float,
-        source: str = "",
-        index: int | None = None,
-    ) -> Result:
-        """Run the model on an input already preprocessed by :meth:`new_preprocessor`'s
-        Preprocessor (copied into the interpreter: ≈ 10 µs for 224×224×3)."""
-        raw = self.run_prepared(tensor)
-        return self.decode(raw, transform, frame_shape, preprocess_ms, source, index)
-
     def run_prepared(self, tensor: np.ndarray) -> RawOutput:
-        """Only the interpreter's part of :meth:`infer_prepared`: copy ``tensor`` in, invoke,
-        copy the outputs out. :meth:`decode` turns them into a Result, on any thread, while
-        this interpreter already runs the next frame."""
+        """Run the model on an input already preprocessed by :meth:`new_preprocessor`'s
+        Preprocessor: copy ``tensor`` in (≈ 10 µs for 224×224×3), invoke, copy the outputs out.
+        :meth:`decode` turns them into a Result, on any thread, while this interpreter already
+        runs the next frame."""
         self.interpreter.set_input(tensor)
         return self._invoke()
 
