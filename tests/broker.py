@@ -215,8 +215,10 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
     return predicate()
 
 
-def make_certificates(d: Path) -> None:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+def make_certificates(d: Path) -> str:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl in
+    ``d``. Returns the mosquitto.conf lines for a listener that uses them and requires a client
+    certificate (``extra_conf`` of :class:`Broker`)."""
 
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
@@ -230,3 +232,7 @@ def make_certificates(d: Path) -> None:
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
                 "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
                 "-out", f"{name}.pem")  # fmt: skip
+    return (
+        f"cafile {d / 'ca.pem'}\ncertfile {d / 'server.pem'}\n"
+        f"keyfile {d / 'server.key'}\nrequire_certificate true\n"
+    )

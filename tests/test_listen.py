@@ -192,7 +192,7 @@ def test_tls_and_login_from_flags_or_the_daemon_config(tmp_path: Path) -> None:
     that says what to give."""
     certs = tmp_path / "certs"
     certs.mkdir()
-    make_certificates(certs)
+    tls_conf = make_certificates(certs)
     passwd = tmp_path / "passwd"
     subprocess.run(
         ["mosquitto_passwd", "-b", "-c", str(passwd), "viewer", "pw-123"],
@@ -202,11 +202,7 @@ def test_tls_and_login_from_flags_or_the_daemon_config(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("pw-123\n")
     broker = Broker(
         tmp_path / "mosquitto",
-        extra_conf=(
-            f"cafile {certs / 'ca.pem'}\ncertfile {certs / 'server.pem'}\n"
-            f"keyfile {certs / 'server.key'}\nrequire_certificate true\n"
-            f"password_file {passwd}\n"
-        ),
+        extra_conf=f"{tls_conf}password_file {passwd}\n",
     )
     broker.conf_path.write_text(
         broker.conf_path.read_text().replace("allow_anonymous true", "allow_anonymous false")

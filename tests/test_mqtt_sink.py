@@ -592,14 +592,7 @@ def test_tls_with_a_client_certificate(
     says where to look; with the wrong CA the log names the verification failure."""
     certs = tmp_path / "certs"
     certs.mkdir()
-    make_certificates(certs)
-    broker = Broker(
-        tmp_path / "mosquitto",
-        extra_conf=(
-            f"cafile {certs / 'ca.pem'}\ncertfile {certs / 'server.pem'}\n"
-            f"keyfile {certs / 'server.key'}\nrequire_certificate true\n"
-        ),
-    )
+    broker = Broker(tmp_path / "mosquitto", extra_conf=make_certificates(certs))
     broker.start()
     try:
         s = settings(
