@@ -6,7 +6,15 @@ still in RAM into SQLite (one transaction) when a result has waited too long, wa
 the broker was unreachable, or the daemon stops. Rows are deleted only after their acknowledgement,
 in batches. A backlog on disk (from an outage or a previous run) is paged back in small pages and
 always goes out before anything newer, so the order is one global FIFO. When more than ``max_rows``
-results are pending, the oldest not yet handed to the broker are dropped and counted.
+results are pending, the oldest not yet handed to the broker are dropped and counted, with a
+WARNING when dropping starts.
+
+When the file cannot be written (a full or failing disk), entries stay in RAM and can still be
+delivered; RAM-only entries beyond ``ram_max_rows`` are then dropped oldest first and counted
+(``dropped_ram``). ``spool()`` writes in chunks, so a little free space is used as soon as it
+appears. Each spool transaction also records how many results this boot has produced so far
+(``produced``, in the ``boots`` table), so after a SIGKILL the next boot can say what the killed
+one had produced and a subscriber can tell a lost tail from a quiet camera.
 
 Not thread-safe: one thread owns an Outbox (the MQTT sink's outbox thread). Its integer counters
 may be read from other threads for statistics.
@@ -22,10 +30,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import SinkError
+from edge.outbox_file import (
+    BootRecord,
+    Salvage,
+    Transaction,
+    is_damage,
+    open_file,
+    probe,
+    read_boots,
+    record_boot,
+    replace_damaged,
+    trim_boots,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SPOOL_CHUNK = 256  # rows per spool transaction: a nearly full disk still takes some
+RAM_MAX_ROWS = 20_000  # RAM-only entries kept while the file cannot be written
 PAGE_ROWS = 64  # rows read back per query while draining a backlog; bounds the RAM it costs
 DELETE_BATCH = 256  # acknowledged rows deleted per transaction ...
 DELETE_DELAY_S = 1.0  # ... or after this long, whichever comes first
@@ -52,20 +73,33 @@ class Outbox:
 
     ``path`` is the SQLite file (its directory must exist and be writable); ``None`` keeps
     everything in RAM, so a restart loses what is pending. Raises SinkError when the file cannot be
-    opened or is used by another process. A file that is not a readable SQLite database is moved
-    aside (``<name>.corrupt-<unix time>``) with an error in the log, and a new one is started.
+    opened or is used by another process. A damaged file is moved aside
+    (``<name>.corrupt-<unix time>``), its readable rows are copied into a new one (``salvage``
+    says how many), and the log says so.
+
+    ``boot_id`` names this boot in the ``boots`` table; ``produced`` is set by the owner before
+    each ``spool()`` (results this boot has handed over so far) and recorded with it.
 
     Where an entry is, in seq order: *in flight* (handed to the broker, awaiting its
     acknowledgement), then *head* (read back from disk, ready), then *unloaded* rows (on disk
     only), then *tail* (RAM only, ready). Everything on disk is older than everything RAM-only,
-    because ``spool()`` always writes every RAM-only entry.
+    because ``spool()`` writes RAM-only entries in seq order and stops at the first failure.
     """
 
-    def __init__(self, path: Path | None, max_rows: int) -> None:
-        if max_rows < 1:
-            raise ValueError("max_rows must be at least 1")
+    def __init__(
+        self,
+        path: Path | None,
+        max_rows: int,
+        ram_max_rows: int = RAM_MAX_ROWS,
+        boot_id: str = "",
+    ) -> None:
+        if max_rows < 1 or ram_max_rows < 1:
+            raise ValueError("max_rows and ram_max_rows must be at least 1")
         self.path = path
         self.max_rows = max_rows
+        self.ram_max_rows = ram_max_rows
+        self.boot_id = boot_id
+        self.produced = 0
         self._head: deque[Entry] = deque()
         self._tail: deque[Entry] = deque()
         self._inflight: dict[int, Entry] = {}
@@ -75,22 +109,28 @@ class Outbox:
         self._deletes: list[int] = []
         self._deletes_since: float | None = None
         self._next_seq = 1
+        self._dropping = False  # an over-bound episode is under way (logged once)
         # Counters, readable from any thread.
         self.pending_ram = 0
         self.pending_disk = 0
         self.inserts = 0
         self.deletes = 0
-        self.dropped = 0
+        self.dropped = 0  # oldest dropped because more than max_rows were pending
+        self.dropped_ram = 0  # RAM-only dropped because the file could not take them
+        self.commits = 0
+        self.last_commit_ms: float | None = None
+        self.max_commit_ms = 0.0
+        self.salvage: Salvage | None = None
+        self.previous_boots: list[BootRecord] = []
         self._db: sqlite3.Connection | None = None
         if path is not None:
-            self._db = _open(path)
-            count, low, high = self._db.execute(
-                "SELECT count(*), min(seq), max(seq) FROM outbox"
-            ).fetchone()
+            self._db, self.salvage = open_file(path)
+            count, low, high = probe(self._db)
+            self.previous_boots = read_boots(self._db)
             if count:
-                self._unloaded = self.pending_disk = int(count)
-                self._loaded_upto = int(low) - 1
-                self._next_seq = int(high) + 1
+                self._unloaded = self.pending_disk = count
+                self._loaded_upto = int(low) - 1 if low is not None else 0
+                self._next_seq = int(high) + 1 if high is not None else 1
                 log.info("outbox %s holds %d results from a previous run", path, count)
                 self._enforce_bound()
 
@@ -127,7 +167,7 @@ class Outbox:
     # -- mutations ---------------------------------------------------------------------------
 
     def put(self, topic: str, payload: bytes, now: float | None = None) -> int:
-        """Append a message in RAM and return its seq; drops the oldest entries if over max_rows."""
+        """Append a message in RAM and return its seq; drops the oldest entries if over a bound."""
         entry = Entry(
             self._next_seq, topic, payload, time.monotonic() if now is None else now, False
         )
@@ -166,14 +206,22 @@ class Outbox:
         entry = self._inflight.pop(seq, None)
         if entry is None:
             return False
-        if entry.on_disk:
-            self.pending_disk -= 1
-            self._deletes.append(seq)
-            if self._deletes_since is None:
-                self._deletes_since = time.monotonic() if now is None else now
-        else:
-            self.pending_ram -= 1
+        self._forget(entry, now)
         return True
+
+    def discard(self, topic: str) -> int:
+        """Forget every pending entry for ``topic`` that is not in flight (a topic the broker
+        refuses); returns how many. Rows only on disk are left to be discarded when paged in."""
+        n = 0
+        for queue in (self._head, self._tail):
+            keep = deque(e for e in queue if e.topic != topic)
+            for e in queue:
+                if e.topic == topic:
+                    self._forget(e, None)
+                    n += 1
+            queue.clear()
+            queue.extend(keep)
+        return n
 
     def requeue(self) -> int:
         """Put every in-flight entry back in front of the queue, in seq order; returns how many.
@@ -186,44 +234,59 @@ class Outbox:
         return len(entries)
 
     def spool(self) -> int:
-        """Write every RAM-only entry to disk in one transaction; returns how many were written.
+        """Write every RAM-only entry to disk, in chunks of SPOOL_CHUNK rows, oldest first, and
+        record ``produced`` for this boot; returns how many entries were written.
 
-        A no-op without a path. Raises SinkError if the write fails (the entries stay in RAM)."""
+        A no-op without a path. Raises SinkError if a write fails: the entries written before it
+        stay written, the rest stay in RAM."""
         if self._db is None:
             return 0
         fresh = sorted((e for e in self._inflight.values() if not e.on_disk), key=lambda e: e.seq)
         fresh.extend(self._tail)
         if not fresh:
             return 0
+        written = 0
         try:
-            with _Transaction(self._db) as db:
-                self._apply_drops(db)
-                db.executemany(
-                    "INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)",
-                    ((e.seq, e.topic, e.payload) for e in fresh),
-                )
+            for i in range(0, len(fresh), SPOOL_CHUNK):
+                chunk = fresh[i : i + SPOOL_CHUNK]
+                t0 = time.perf_counter()
+                with Transaction(self._db) as db:
+                    self._apply_drops(db)
+                    db.executemany(
+                        "INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)",
+                        ((e.seq, e.topic, e.payload) for e in chunk),
+                    )
+                    if self.boot_id:
+                        record_boot(db, self.boot_id, self.produced)
+                        if self.commits == 0:
+                            trim_boots(db)
+                self._committed(t0)
+                for entry in chunk:
+                    entry.on_disk = True
+                written += len(chunk)
         except sqlite3.Error as exc:
             raise SinkError(
-                f"cannot write {len(fresh)} pending results to the outbox {self.path}: {exc}; "
-                "they stay in RAM for now. Check free space and permissions of the state directory"
+                f"cannot write {len(fresh) - written} pending results to the outbox "
+                f"{self.path}: {exc}; they stay in RAM for now (at most {self.ram_max_rows}). "
+                "Check free space and permissions of the state directory"
             ) from exc
-        self.inserts += len(fresh)
-        self.pending_ram -= len(fresh)
-        self.pending_disk += len(fresh)
-        for entry in fresh:
-            entry.on_disk = True
-        for entry in self._inflight.values():
-            self._loaded_upto = max(self._loaded_upto, entry.seq)
-        # Spooled entries stay resident while the head has room and nothing unloaded precedes
-        # them; beyond that only the row remains, and the payload's RAM is released.
-        while self._tail:
-            entry = self._tail.popleft()
-            if not self._unloaded and len(self._head) < PAGE_ROWS:
-                self._head.append(entry)
-                self._loaded_upto = entry.seq
-            else:
-                self._unloaded += 1
-        return len(fresh)
+        finally:
+            if written:
+                self._spooled(written)
+        return written
+
+    def record(self) -> None:
+        """Record ``produced`` for this boot in its own transaction (at shutdown, and while
+        nothing needs spooling). Raises SinkError if the write fails."""
+        if self._db is None or not self.boot_id:
+            return
+        t0 = time.perf_counter()
+        try:
+            with Transaction(self._db) as db:
+                record_boot(db, self.boot_id, self.produced)
+        except sqlite3.Error as exc:
+            raise SinkError(f"cannot record this boot's count in {self.path}: {exc}") from exc
+        self._committed(t0)
 
     def flush(self, now: float | None = None, force: bool = False) -> int:
         """Delete acknowledged and dropped rows if a batch is due (or ``force``); returns rows.
@@ -238,7 +301,7 @@ class Outbox:
             return 0
         rows = len(self._deletes) + self._drop_unloaded
         try:
-            with _Transaction(self._db) as db:
+            with Transaction(self._db) as db:
                 self._apply_drops(db)
                 db.executemany("DELETE FROM outbox WHERE seq = ?", ((s,) for s in self._deletes))
         except sqlite3.Error as exc:
@@ -251,39 +314,84 @@ class Outbox:
         self._deletes_since = None
         return rows
 
-    def close(self) -> None:
-        """Spool everything still in RAM, write pending deletes, close the file.
+    def close(self) -> int:
+        """Spool everything still in RAM, write pending deletes, close the file; returns how many
+        pending results could not be kept (lost: no file, or the file refused them).
 
-        Without a path, what is pending is lost, and the log says how much."""
+        Never raises for a write failure: the count is the answer (the caller logs it)."""
         if self._db is None:
-            if self.pending:
+            if self.pending and self.path is None:
                 log.warning(
                     "%d undelivered results are lost: the outbox has no state directory",
                     self.pending,
                 )
-            return
+            return self.pending_ram
         try:
-            self.spool()
-            self.flush(force=True)
+            try:
+                self.spool()
+                self.record()
+            except SinkError as exc:
+                log.debug("final spool failed: %s", exc)
+            try:
+                self.flush(force=True)
+            except SinkError as exc:
+                log.debug("final flush failed: %s", exc)
         finally:
             self._db.close()
             self._db = None
+        return self.pending_ram
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _forget(self, entry: Entry, now: float | None) -> None:
+        if entry.on_disk:
+            self.pending_disk -= 1
+            self._deletes.append(entry.seq)
+            if self._deletes_since is None:
+                self._deletes_since = time.monotonic() if now is None else now
+        else:
+            self.pending_ram -= 1
+
+    def _committed(self, t0: float) -> None:
+        ms = (time.perf_counter() - t0) * 1000
+        self.commits += 1
+        self.last_commit_ms = round(ms, 3)
+        self.max_commit_ms = max(self.max_commit_ms, ms)
+
+    def _spooled(self, written: int) -> None:
+        """Bookkeeping after ``written`` of the oldest RAM-only entries reached the file."""
+        self.inserts += written
+        self.pending_ram -= written
+        self.pending_disk += written
+        for entry in self._inflight.values():
+            if entry.on_disk:
+                self._loaded_upto = max(self._loaded_upto, entry.seq)
+        # Spooled entries stay resident while the head has room and nothing unloaded precedes
+        # them; beyond that only the row remains, and the payload's RAM is released.
+        while self._tail and self._tail[0].on_disk:
+            entry = self._tail.popleft()
+            if not self._unloaded and len(self._head) < PAGE_ROWS:
+                self._head.append(entry)
+                self._loaded_upto = entry.seq
+            else:
+                self._unloaded += 1
 
     def _load_page(self) -> None:
         assert self._db is not None
         try:
-            with _Transaction(self._db) as db:
+            with Transaction(self._db) as db:
                 self._apply_drops(db)
                 rows = db.execute(
                     "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
                     (self._loaded_upto, PAGE_ROWS),
                 ).fetchall()
         except sqlite3.Error as exc:
+            if is_damage(exc) and self.path is not None:
+                self._recover(exc)
+                return
             raise SinkError(
                 f"cannot read the backlog from the outbox {self.path}: {exc}. "
-                "Check the state directory's disk; if the file is damaged, move it aside"
+                "Check the state directory's disk"
             ) from exc
         now = time.monotonic()
         for seq, topic, payload in rows:
@@ -296,6 +404,18 @@ class Outbox:
             log.warning("outbox %s had %d fewer rows than expected", self.path, self._unloaded)
             self.pending_disk -= self._unloaded
             self._unloaded = 0
+
+    def _recover(self, exc: Exception) -> None:
+        """Damage found while paging in: replace the file, keep its readable rows, and count
+        the unloaded region again from the new file."""
+        assert self._db is not None and self.path is not None
+        self._db, self.salvage = replace_damaged(self.path, self._db, exc)
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM outbox WHERE seq > ?", (self._loaded_upto,)
+        ).fetchone()
+        self.pending_disk -= self._unloaded - int(count)
+        self._unloaded = int(count)
+        self._drop_unloaded = min(self._drop_unloaded, self._unloaded)
 
     def _apply_drops(self, db: sqlite3.Connection) -> None:
         """Delete the rows ``_enforce_bound`` dropped from the unloaded region (inside a
@@ -333,96 +453,29 @@ class Outbox:
                 break  # only in-flight entries left; they are never dropped
             excess -= 1
             dropped += 1
+        ram_dropped = 0
+        while self.pending_ram > self.ram_max_rows and self._tail and not self._tail[0].on_disk:
+            self._tail.popleft()
+            self.pending_ram -= 1
+            ram_dropped += 1
         if dropped:
             self.dropped += dropped
-            log.debug("outbox full (%d rows): dropped the %d oldest", self.max_rows, dropped)
-
-
-class _Transaction:
-    """``with _Transaction(db) as db:`` = BEGIN IMMEDIATE … COMMIT, ROLLBACK on any exception."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN IMMEDIATE")
-        return self._db
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")
-
-
-def _open(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) the outbox file; move a damaged one aside and start afresh."""
-    try:
-        return _connect(path)
-    except sqlite3.OperationalError as exc:
-        raise _open_error(path, exc) from exc
-    except sqlite3.DatabaseError as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        log.error(
-            "outbox %s is not a usable SQLite database (%s); moved it to %s and started an empty "
-            "one. Results in it were not delivered: inspect or delete that file",
-            path,
-            exc,
-            aside,
-        )
-        try:
-            path.rename(aside)
-            for suffix in ("-wal", "-shm", "-journal"):
-                side = path.with_name(path.name + suffix)
-                if side.exists():
-                    side.rename(aside.with_name(aside.name + suffix))
-            return _connect(path)
-        except (OSError, sqlite3.Error) as exc2:
-            raise _open_error(path, exc2) from exc2
-
-
-def _open_error(path: Path, exc: Exception) -> SinkError:
-    if "locked" in str(exc):
-        return SinkError(
-            f"outbox {path} is in use by another process; is a second daemon running with the "
-            "same state directory? Stop it or give each instance its own state directory"
-        )
-    return SinkError(
-        f"cannot open the outbox {path}: {exc}. Check that the state directory exists and is "
-        "writable by the daemon's user"
-    )
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    # check_same_thread=False: the Outbox is built by the caller and then used by one other
-    # thread (the sink's outbox thread); it is never used by two threads at once.
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
-    try:
-        # EXCLUSIVE before WAL: the file stays locked by this process (a second daemon on the same
-        # state directory fails at open instead of interleaving rows), and SQLite then needs no
-        # -shm file. The kernel drops the lock when the process dies, even by SIGKILL.
-        db.execute("PRAGMA locking_mode=EXCLUSIVE")
-        db.execute("PRAGMA journal_mode=WAL")
-        # synchronous=FULL: every commit fsyncs the WAL, so a spooled result survives a power
-        # cut, which is the point of spooling it. NORMAL would only survive a process crash and
-        # lose up to the kernel's writeback delay (~30 s) of spooled results on power loss. The
-        # SD-card cost stays small because commits are batched: a spool writes every pending
-        # result in one transaction, deletes go in batches of DELETE_BATCH or DELETE_DELAY_S,
-        # and while the broker acknowledges promptly nothing is written at all.
-        db.execute("PRAGMA synchronous=FULL")
-        with _Transaction(db):
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise SinkError(
-                    f"outbox {path} has format {version}, newer than this edge understands "
-                    f"({SCHEMA_VERSION}); upgrade edge or move the file aside"
+        if ram_dropped:
+            self.dropped_ram += ram_dropped
+        if (dropped or ram_dropped) and not self._dropping:
+            self._dropping = True
+            if dropped:
+                log.warning(
+                    "outbox full: more than %d results pending (mqtt.outbox_max_rows); dropping "
+                    "the oldest (counted in stats as dropped_full) until the broker takes them",
+                    self.max_rows,
                 )
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS outbox ("
-                "seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL)"
-            )
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-    except BaseException:
-        db.close()
-        raise
-    return db
+            else:
+                log.warning(
+                    "the outbox file cannot take results and %d wait in RAM; dropping the oldest "
+                    "(counted in stats as dropped_ram) until the disk takes them again",
+                    self.ram_max_rows,
+                )
+        elif not (dropped or ram_dropped) and self._dropping and self.pending < self.max_rows:
+            self._dropping = False
+            log.info("outbox no longer dropping results (%d pending)", self.pending)

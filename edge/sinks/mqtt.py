@@ -17,18 +17,38 @@ Delivery is at-least-once. On every (re)connect the sink takes back whatever pah
 own reconnect burst (it ignores ``max_inflight_messages`` after a reconnect) never happens and the
 order is the Outbox's. Hence the session choice: ``clean_start`` (MQTT 5) / ``clean_session``
 (3.1.1) is true, since the publisher needs no broker-side session; duplicates after an outage are
-at most ``inflight``. Consumers deduplicate on the result's ``(boot_id, seq)``. A message that
-the broker rejects (MQTT 5 reason code >= 0x80) is counted in ``rejected`` and deleted; a message
-that makes every connection drop before it is acknowledged (three times) is treated the same, so
-one poison message cannot loop forever. With QoS 0 results a "delivery" is the message leaving
-for the socket: each is sent once while connected and spooled while not, but one written into a
-connection that then breaks is lost.
+at most ``inflight``. Consumers deduplicate on the result's ``(boot_id, seq)``.
+
+Refusals: a message the broker rejects (MQTT 5 reason code >= 0x80, e.g. 0x87 "not authorized"
+from an ACL) is counted in ``rejected`` and deleted; a message after which connections drop
+before it is acknowledged (three times in a row) is treated the same, so one poison message
+cannot loop forever. Refusals are counted per topic: after ``REFUSALS_TO_QUARANTINE`` refusals a
+topic is quarantined (one ERROR names it and the ACL): its results are counted and dropped
+without being sent, so one refused camera cannot starve the others; it is tried again every
+``QUARANTINE_RETRY_S`` and on a reload. (An MQTT 3.1.1 broker can only refuse by closing the
+connection; mosquitto 2.0 even acknowledges a denied 3.1.1 publish as a success, which no client
+can detect.)
+
+Disk: when the outbox file cannot be written (disk full, I/O error), delivery goes on from RAM
+while connected; the first failure is logged at ERROR with SQLite's own message and the
+recovery at INFO (once per change); writing is retried every ``DISK_RETRY_S``. RAM-only results
+are bounded (``ram_max_rows``, oldest dropped and counted). At ``close()`` the results that
+could be neither delivered nor written are counted (``lost_at_shutdown``), logged at ERROR and
+included in the last stats.
+
+Back-pressure: while disconnected, ``room()`` is false once ``ram_window`` results wait in RAM
+for their commit; the pipeline then holds lossless sources back and drops frames of live ones at
+capture (counted), so a SIGKILL costs at most about that many results.
+
+With QoS 0 results a "delivery" is the message leaving for the socket: each is sent once while
+connected and spooled while not, but one written into a connection that then breaks is lost.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import socket
 import ssl
 import sys
@@ -47,6 +67,7 @@ from edge.errors import SinkError
 from edge.outbox import Outbox
 from edge.sinks.mqtt_settings import (
     MqttSettings,
+    check_files,
     read_password,
     secure,
     tls_key_path,
@@ -59,8 +80,9 @@ _TLS_HINT = (
     "in that certificate, and the client certificate and key if the broker requires one"
 )
 
-RECONNECT_MIN_S = 1
-RECONNECT_MAX_S = 30
+DISK_RETRY_S = 2.0  # a failed outbox write is retried this often
+REFUSALS_TO_QUARANTINE = 3
+QUARANTINE_RETRY_S = 300.0
 # While disconnected, new results go to disk as soon as the outbox thread sees them (results
 # that queued up meanwhile share one commit), so a crash loses at most the result being handed
 # over. The cost is one commit per result during an outage (about 10-20/s): SD-card wear is
@@ -78,7 +100,7 @@ _THREAD_NAME = "edge-mqtt-outbox"
 class _Event(NamedTuple):
     """Something paho's thread reports to the outbox thread, in the order it happened."""
 
-    kind: str  # "ack", "socket", "up", "down", "refused_v5"
+    kind: str  # "ack", "socket", "up", "down", "refused_v5", "unquarantine"
     client: mqtt.Client
     mid: int = 0
     failed: bool = False
@@ -106,6 +128,16 @@ class _Throttle:
             return self._suppressed.pop(key, 0)
 
 
+class _TopicState:
+    """Refusals seen for one topic (outbox thread only)."""
+
+    __slots__ = ("reason", "refusals")
+
+    def __init__(self) -> None:
+        self.refusals = 0
+        self.reason = ""
+
+
 _NEW, _RUNNING, _CLOSING, _CLOSED = "new", "running", "closing", "closed"
 
 
@@ -125,6 +157,8 @@ class MqttSink:
     def __init__(self, settings: MqttSettings, outbox: Outbox) -> None:
         self.settings = settings
         self._outbox = outbox
+        # Set by the owner: the stats payload published (QoS 1) just before ``stopped``.
+        self.final_stats: Callable[[], bytes] | None = None
         self._base = settings.base_topic
         self._status_topic = f"{self._base}/status"
         self._stats_topic = f"{self._base}/stats"
@@ -148,14 +182,20 @@ class MqttSink:
         # Owned by the outbox thread.
         self._connected = False
         self._connections = 0
-        self._mids: dict[int, tuple[int, bool]] = {}  # paho mid -> (outbox seq, reached a socket)
+        # paho mid -> (outbox seq, reached a socket, topic)
+        self._mids: dict[int, tuple[int, bool, str]] = {}
         self._suspect: tuple[int, int] | None = None  # (seq, strikes) of a possible poison
         self._probe = False  # after a strike, one result at a time until one is acknowledged
         self._v5_ok = False  # an MQTT 5 CONNACK was seen: never fall back after that
         self._connack_deadline: float | None = None
         self._stopped_mid: int | None = None
         self._stopped_acked = False
-        self._disk_retry_at = 0.0
+        self._write_retry_at = 0.0  # outbox writes (spool, deletes) failed: retry then
+        self._read_retry_at = 0.0  # reading the backlog failed: retry then
+        self._disk_problem: str | None = None  # the SQLite error while writes fail
+        self._topics: dict[str, _TopicState] = {}  # per-topic refusals; outbox thread
+        self._quarantined: dict[str, float] = {}  # topic -> when to try again; any thread reads
+        self._reconnect_attempt = 0
         # Counters (read by stats() from any thread).
         self._delivered = 0
         self._rejected = 0
@@ -164,6 +204,10 @@ class MqttSink:
         self._reconnects = 0
         self._callback_errors = 0
         self._disk_errors = 0
+        self._produced = 0
+        self._produced_lock = threading.Lock()
+        self._dropped_quarantined = 0
+        self._lost_at_shutdown = 0
 
     def __repr__(self) -> str:
         return f"MqttSink({self.settings!r}, state={self._state})"
@@ -173,14 +217,15 @@ class MqttSink:
     def start(self) -> None:
         """Read credentials, start paho's network thread and the outbox thread; return at once.
 
-        The broker may be down: paho keeps retrying (1 s doubling to 30 s) and results wait in
-        the outbox. Raises ConfigError when the password or TLS files cannot be used, SinkError
-        when called twice."""
+        The broker may be down: paho keeps retrying (``reconnect_min_s`` doubling to
+        ``reconnect_max_s``, jittered) and results wait in the outbox. Raises ConfigError when
+        the password or TLS files cannot be used, SinkError when called twice."""
         with self._state_lock:
             if self._state != _NEW:
                 raise SinkError(
                     f"MqttSink.start() called in state {self._state}; create a new sink"
                 )
+            check_files(self.settings)
             self._password = read_password(self.settings)
             self._tls_key = tls_key_path(self.settings)
             client = self._build_client(self._protocol)
@@ -212,6 +257,12 @@ class MqttSink:
             if (n := self._throttle.ready("closed")) is not None:
                 log.warning("result for %s ignored: the MQTT sink is closed (+%d)", camera, n)
             return
+        with self._produced_lock:
+            self._produced += 1
+        if topic in self._quarantined:
+            self._dropped_quarantined += 1
+            self._wake.set()  # the outbox thread decides when to try the topic again
+            return
         if not self._size_ok(len(payload), "result", camera):
             return
         if len(self._intake) >= self.settings.outbox_max_rows:
@@ -238,24 +289,59 @@ class MqttSink:
         if self._size_ok(len(jpeg), "snapshot", camera):
             self._publish_best_effort(topic, jpeg, retain=False)
 
-    def stats(self) -> dict[str, int | bool | float]:
+    def room(self) -> bool:
+        """Whether producers may go on: false while disconnected with ``ram_window`` or more
+        results waiting in RAM for their commit (see the module doc). Any thread."""
+        if self._link_up or self._outbox.path is None:
+            return True
+        return len(self._intake) + self._outbox.pending_ram < self.settings.ram_window
+
+    def degraded(self) -> list[str]:
+        """What is wrong right now, one sentence each (empty when healthy). Any thread."""
+        out = []
+        if self._disk_problem is not None:
+            out.append(f"outbox not writable: {self._disk_problem}")
+        for topic in list(self._quarantined):
+            out.append(f"broker refuses {topic}: results dropped")
+        return out
+
+    def stats(self) -> dict[str, Any]:
         """Counters since construction. ``protocol`` is the MQTT protocol level in use (5 for
-        MQTT 5, 4 for 3.1.1); ``inserts`` counts result rows ever written to disk."""
+        MQTT 5, 4 for 3.1.1); ``inserts`` counts result rows ever written to disk;
+        ``produced`` results accepted for delivery; ``uncommitted`` results only in RAM (what
+        a SIGKILL would take while disconnected); ``previous_boot`` what the boot before this
+        one had produced at its last commit."""
         ob = self._outbox
+        prev = ob.previous_boots[-1] if ob.previous_boots else None
         return {
             "connected": self._link_up,
+            "produced": self._produced,
             "pending_ram": ob.pending_ram + len(self._intake),
             "pending_disk": ob.pending_disk,
+            "uncommitted": ob.pending_ram + len(self._intake) if ob.path is not None else 0,
             "inflight": ob.inflight,
             "delivered": self._delivered,
             "dropped_full": ob.dropped + self._intake_dropped,
+            "dropped_ram": ob.dropped_ram,
+            "dropped_refused": self._dropped_quarantined,
             "rejected": self._rejected,
             "oversize": self._oversize,
             "reconnects": self._reconnects,
             "protocol": 5 if self._protocol == mqtt.MQTTv5 else 4,
             "inserts": ob.inserts,
+            "commits": ob.commits,
+            "last_commit_ms": ob.last_commit_ms,
+            "max_commit_ms": round(ob.max_commit_ms, 3),
             "callback_errors": self._callback_errors,
             "disk_errors": self._disk_errors,
+            "disk_ok": self._disk_problem is None,
+            "quarantined": sorted(self._quarantined),
+            "lost_at_shutdown": self._lost_at_shutdown,
+            "previous_boot": (
+                {"boot_id": prev.boot_id, "produced": prev.produced, "at": round(prev.at, 3)}
+                if prev is not None
+                else None
+            ),
         }
 
     def close(self, timeout: float = 5.0) -> None:
@@ -290,7 +376,20 @@ class MqttSink:
             client.loop_stop()
         self._link_up = False
         self._state = _CLOSED
-        log.info("MQTT sink closed: %s", self.stats())
+        st = self.stats()
+        log.info(
+            "MQTT sink closed: %d results produced, %d delivered, %d pending on disk, %d "
+            "dropped (full %d, RAM %d, refused %d, rejected %d), %d reconnects",
+            st["produced"],
+            st["delivered"],
+            st["pending_disk"],
+            st["dropped_full"] + st["dropped_ram"] + st["dropped_refused"] + st["rejected"],
+            st["dropped_full"],
+            st["dropped_ram"],
+            st["dropped_refused"],
+            st["rejected"],
+            st["reconnects"],
+        )
 
     # -- producer-side helpers ---------------------------------------------------------------
 
@@ -331,7 +430,7 @@ class MqttSink:
         # callback would end paho's network thread and with it all reconnecting.
         client.suppress_exceptions = True
         client.max_inflight_messages_set(s.inflight)
-        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
+        self._next_reconnect_delay(client)
         client.will_set(self._status_topic, "offline", qos=1, retain=True)
         secure(client, s, self._password, self._tls_key)
         client.on_socket_open = self._cb_socket_open
@@ -340,6 +439,20 @@ class MqttSink:
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
         return client
+
+    def _next_reconnect_delay(self, client: mqtt.Client) -> None:
+        """Set the wait before paho's next connection attempt: ``reconnect_min_s`` doubling per
+        failed attempt up to ``reconnect_max_s``, a random 50-100 % of that. paho's own doubling
+        has no jitter, so the delay is set for each attempt (paho reads it after the
+        on_connect_fail / on_disconnect callback, which calls this)."""
+        s = self.settings
+        ceiling = min(
+            s.reconnect_max_s, s.reconnect_min_s * 2.0 ** min(self._reconnect_attempt, 16)
+        )
+        delay = ceiling * random.uniform(0.5, 1.0)
+        self._reconnect_attempt += 1
+        # paho annotates the delays as int but only adds them to time.monotonic() values.
+        client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
 
     def _connect(self, client: mqtt.Client) -> None:
         s = self.settings
@@ -411,6 +524,8 @@ class MqttSink:
         # Take back what paho still holds from the last connection: the outbox re-sends it, in
         # order and at most `inflight` at a time (paho would send it all at once, #492).
         client.drop_out_messages()
+        self._reconnect_attempt = 0
+        self._next_reconnect_delay(client)
         client.publish(self._status_topic, "online", qos=1, retain=True)
         self._link_up = True
         self._push(_Event("up", client))
@@ -424,16 +539,17 @@ class MqttSink:
     def _on_connect_fail(self, client: mqtt.Client) -> None:
         # paho calls this from inside its `except OSError`, so the reason is still at hand.
         exc = sys.exc_info()[1]
+        self._next_reconnect_delay(client)
         if (n := self._throttle.ready("connect-fail")) is not None:
             log.warning(
-                "cannot reach MQTT broker %s:%d (%s)%s; retrying every %d-%d s, results are kept "
+                "cannot reach MQTT broker %s:%d (%s)%s; retrying every %g-%g s, results are kept "
                 "in the outbox (+%d attempts)",
                 self.settings.host,
                 self.settings.port,
                 exc or "connection failed",
                 _TLS_HINT if isinstance(exc, ssl.SSLError) else "",
-                RECONNECT_MIN_S,
-                RECONNECT_MAX_S,
+                self.settings.reconnect_min_s,
+                self.settings.reconnect_max_s,
                 n,
             )
 
@@ -442,6 +558,7 @@ class MqttSink:
             return
         was_up = self._link_up
         self._link_up = False
+        self._next_reconnect_delay(client)
         self._push(_Event("down", client, reason=str(reason)))
         if not was_up and self._state == _RUNNING:
             if (n := self._throttle.ready("refused")) is not None:
@@ -454,7 +571,7 @@ class MqttSink:
                     reason,
                     "the TLS settings (tls_ca, tls_cert, tls_key), "
                     if self.settings.uses_tls
-                    else "that the broker does not expect TLS (tls = true), ",
+                    else "that the broker does not expect TLS (set mqtt.tls_ca if it does), ",
                     n,
                 )
         elif was_up and self._state == _RUNNING:
@@ -484,6 +601,7 @@ class MqttSink:
             try:
                 self._drain_events()
                 self._drain_intake()
+                self._quarantine_timers(now)
                 if self._connack_deadline is not None and now >= self._connack_deadline:
                     assert self._client is not None
                     self._fall_back_to_v311(
@@ -498,6 +616,7 @@ class MqttSink:
                 ):
                     phase = "finish"
                     self._spool(now, force=True)
+                    self._count_unkept()
                     self._publish_stopped()
                 if phase != "finish":
                     self._pump(now)
@@ -525,10 +644,12 @@ class MqttSink:
         times = [now + 1.0]  # idle heartbeat: cheap, and a safety net for a missed wake-up
         since = self._outbox.ram_since() if self._outbox.path is not None else None
         if since is not None:
-            times.append(max(since + self._spool_delay(), self._disk_retry_at))
+            times.append(max(since + self._spool_delay(), self._write_retry_at))
         flush_at = self._outbox.flush_due_at()
         if flush_at is not None:
-            times.append(max(flush_at, self._disk_retry_at))
+            times.append(max(flush_at, self._write_retry_at))
+        if self._read_retry_at > now:
+            times.append(self._read_retry_at)
         if self._connack_deadline is not None:
             times.append(self._connack_deadline)
         if phase == "deliver":
@@ -538,12 +659,14 @@ class MqttSink:
         return min(times)
 
     def _drain_intake(self) -> None:
+        ob = self._outbox
         while True:
             try:
                 topic, payload, created = self._intake.popleft()
             except IndexError:
-                return
-            self._outbox.put(topic, payload, created)
+                break
+            ob.put(topic, payload, created)
+        ob.produced = self._produced
 
     def _drain_events(self) -> None:
         ob = self._outbox
@@ -561,23 +684,19 @@ class MqttSink:
                 entry = self._mids.pop(ev.mid, None)
                 if entry is None:
                     continue  # status, stats or snapshot
-                seq = entry[0]
+                seq, _reached, topic = entry
                 ob.ack(seq)
                 self._probe = False
                 if self._suspect is not None and self._suspect[0] == seq:
                     self._suspect = None
                 if ev.failed:
                     self._rejected += 1
-                    if (n := self._throttle.ready("rejected")) is not None:
-                        log.error(
-                            "broker rejected a result (%s); it is dropped. Check the broker's "
-                            "message_size_limit and ACL for %s (+%d)",
-                            ev.reason,
-                            self._base,
-                            n,
-                        )
+                    self._refused(topic, f"the broker answered {ev.reason}")
                 else:
                     self._delivered += 1
+                    state = self._topics.get(topic)
+                    if state is not None:
+                        state.refusals = 0
             elif ev.kind == "socket":
                 if self._protocol == mqtt.MQTTv5 and not self._v5_ok:
                     self._connack_deadline = time.monotonic() + self.v5_connack_timeout_s
@@ -598,13 +717,50 @@ class MqttSink:
             elif ev.kind == "refused_v5":
                 self._fall_back_to_v311(ev.client, f"refused MQTT 5 ({ev.reason})")
 
+    def _refused(self, topic: str, why: str) -> None:
+        """One refusal of a message on ``topic``; quarantine the topic after a few in a row."""
+        state = self._topics.setdefault(topic, _TopicState())
+        state.refusals += 1
+        state.reason = why
+        if state.refusals < REFUSALS_TO_QUARANTINE or topic in self._quarantined:
+            if (n := self._throttle.ready(f"rejected-{topic}")) is not None:
+                log.warning("broker refused a result on %s (%s); dropped it (+%d)", topic, why, n)
+            return
+        self._quarantined[topic] = time.monotonic() + QUARANTINE_RETRY_S
+        dropped = self._outbox.discard(topic)
+        self._dropped_quarantined += dropped
+        log.error(
+            "the broker refuses results on %s (%d in a row: %s); dropping that topic's results "
+            "(counted as dropped_refused) while the other topics go on. Allow this client to "
+            "publish there in the broker's ACL (mosquitto: `topic write %s` for user %s); edge "
+            "tries the topic again every %.0f s and on a reload",
+            topic,
+            state.refusals,
+            why,
+            topic,
+            self.settings.username or "(anonymous)",
+            QUARANTINE_RETRY_S,
+        )
+
+    def _quarantine_timers(self, now: float) -> None:
+        """Let a quarantined topic try again (one refusal re-quarantines it) when due."""
+        for topic, until in list(self._quarantined.items()):
+            if now >= until:
+                del self._quarantined[topic]
+                state = self._topics.get(topic)
+                if state is not None:
+                    state.refusals = REFUSALS_TO_QUARANTINE - 1
+                log.info("trying results on %s again after its quarantine", topic)
+
     def _strike(self) -> None:
         """The connection dropped: the oldest result it carried and that is still unacknowledged
-        is suspect. Send it alone next time; after POISON_STRIKES drops, give up on it."""
-        sent = [seq for seq, reached in self._mids.values() if reached]
+        is suspect. Send it alone next time; after POISON_STRIKES drops, give up on it, and
+        count a refusal of its topic (so a broker that refuses by disconnecting, as MQTT 3.1.1
+        brokers must, gets the topic quarantined too)."""
+        sent = [(seq, topic) for seq, reached, topic in self._mids.values() if reached]
         if not sent:
             return
-        seq = min(sent)
+        seq, topic = min(sent)
         strikes = 1
         if self._suspect is not None and self._suspect[0] == seq:
             strikes = self._suspect[1] + 1
@@ -618,15 +774,18 @@ class MqttSink:
         self._outbox.ack(seq)
         self._rejected += 1
         log.error(
-            "dropped a result: %d connections in a row broke before the broker acknowledged it; "
-            "the broker probably refuses it (message_size_limit, max_packet_size, ACL)",
+            "dropped a result on %s: %d connections in a row broke before the broker "
+            "acknowledged it; the broker probably refuses it (message_size_limit, "
+            "max_packet_size, ACL)",
+            topic,
             POISON_STRIKES,
         )
+        self._refused(topic, "the broker closed the connection after it")
 
     def _pump(self, now: float) -> None:
         """Hand paho the oldest pending results until ``inflight`` are outstanding."""
         client = self._client
-        if not self._connected or client is None or now < self._disk_retry_at:
+        if not self._connected or client is None or now < self._read_retry_at:
             return
         ob = self._outbox
         s = self.settings
@@ -635,10 +794,15 @@ class MqttSink:
             try:
                 entry = ob.take()
             except SinkError as exc:
-                self._disk_error(now, exc)
+                self._read_retry_at = now + DISK_RETRY_S
+                self._disk_error(exc)
                 return
             if entry is None:
                 return
+            if entry.topic in self._quarantined:  # paged in from disk, or queued before
+                ob.ack(entry.seq)
+                self._dropped_quarantined += 1
+                continue
             try:
                 info = client.publish(entry.topic, entry.payload, s.qos, s.result_retain)
             except ValueError as exc:  # a topic or payload MQTT cannot carry: never retry it
@@ -649,14 +813,18 @@ class MqttSink:
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 ob.untake(entry.seq)  # paho's message ids are exhausted; try again later
                 return
-            self._mids[info.mid] = (entry.seq, info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS)
+            self._mids[info.mid] = (
+                entry.seq,
+                info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS,
+                entry.topic,
+            )
 
     def _spool_delay(self) -> float:
         return self.settings.spool_after_s if self._connected else OFFLINE_SPOOL_DELAY_S
 
     def _spool(self, now: float, force: bool = False) -> None:
         ob = self._outbox
-        if ob.path is None or now < self._disk_retry_at:
+        if ob.path is None or (now < self._write_retry_at and not force):
             return
         since = ob.ram_since()
         if since is None or (not force and now - since < self._spool_delay()):
@@ -664,28 +832,69 @@ class MqttSink:
         try:
             n = ob.spool()
         except SinkError as exc:
-            self._disk_error(now, exc)
+            self._write_retry_at = now + DISK_RETRY_S
+            self._disk_error(exc)
             return
+        self._disk_ok()
         log.debug("spooled %d results to %s", n, ob.path)
 
     def _flush(self, now: float) -> None:
-        if now < self._disk_retry_at:
+        if now < self._write_retry_at:
             return
         try:
-            self._outbox.flush(now)
+            if self._outbox.flush(now):
+                self._disk_ok()
         except SinkError as exc:
-            self._disk_error(now, exc)
+            self._write_retry_at = now + DISK_RETRY_S
+            self._disk_error(exc)
 
-    def _disk_error(self, now: float, exc: SinkError) -> None:
+    def _disk_error(self, exc: SinkError) -> None:
+        """An outbox read or write failed: ERROR once per change of the problem, not per try."""
         self._disk_errors += 1
-        self._disk_retry_at = now + 5.0
-        if (n := self._throttle.ready("disk")) is not None:
-            log.error("%s (retrying in 5 s, +%d)", exc, n)
+        cause = str(exc.__cause__ or exc)
+        if self._disk_problem != cause:
+            self._disk_problem = cause
+            log.error(
+                "%s. Delivery goes on from RAM while the broker is connected; retrying the "
+                "disk every %g s",
+                exc,
+                DISK_RETRY_S,
+            )
+
+    def _disk_ok(self) -> None:
+        if self._disk_problem is not None:
+            log.info(
+                "the outbox %s is writable again (%d results pending on disk)",
+                self._outbox.path,
+                self._outbox.pending_disk,
+            )
+            self._disk_problem = None
+
+    def _count_unkept(self) -> None:
+        """At shutdown, after the final spool: results neither delivered nor on disk."""
+        ob = self._outbox
+        if ob.path is None:
+            return
+        unkept = ob.pending_ram + len(self._intake)
+        if unkept:
+            self._lost_at_shutdown = unkept
+            log.error(
+                "%d undelivered results could not be written to the outbox %s (%s) and are "
+                "lost at this shutdown",
+                unkept,
+                ob.path,
+                self._disk_problem or "not written in time",
+            )
 
     def _publish_stopped(self) -> None:
         client = self._client
         if client is None or not self._connected:
             return
+        if self.final_stats is not None:
+            try:
+                client.publish(self._stats_topic, self.final_stats(), qos=1, retain=True)
+            except Exception:
+                log.exception("building the last stats failed")
         info = client.publish(self._status_topic, "stopped", qos=1, retain=True)
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._stopped_mid = info.mid
@@ -711,8 +920,11 @@ class MqttSink:
         self._connect(new)
 
     def _close_outbox(self) -> None:
-        try:
-            self._outbox.close()
-        except SinkError as exc:
-            self._disk_errors += 1
-            log.error("%s", exc)
+        unkept = self._outbox.close()
+        if unkept and self._lost_at_shutdown < unkept and self._outbox.path is not None:
+            self._lost_at_shutdown = unkept
+            log.error(
+                "%d undelivered results could not be written to the outbox %s and are lost",
+                unkept,
+                self._outbox.path,
+            )

@@ -76,6 +76,13 @@ class MqttSettings:
     ``max_inflight_messages`` (mosquitto: 20). It bounds the duplicates after an outage.
     spool_after_s: a result unacknowledged for this long is written to disk.
     outbox_max_rows: pending results kept (RAM plus disk); beyond, the oldest are dropped.
+    ram_max_rows: results kept in RAM while the outbox file cannot be written (disk full);
+    beyond, the oldest are dropped and counted.
+    ram_window: while disconnected, how many results may wait in RAM for their commit before
+    producers are held back (``MqttSink.room()``); bounds what a SIGKILL can take.
+    reconnect_min_s, reconnect_max_s: reconnect back-off, doubling from min to max, each wait
+    drawn at random between half and all of it (so devices that lost one broker do not all
+    come back in the same second).
     """
 
     device: str
@@ -98,6 +105,10 @@ class MqttSettings:
     inflight: int = 16
     spool_after_s: float = 2.0
     outbox_max_rows: int = 100_000
+    ram_max_rows: int = 20_000
+    ram_window: int = 32
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 5.0
     result_retain: bool = False
 
     def __post_init__(self) -> None:
@@ -144,6 +155,16 @@ class MqttSettings:
                 f"mqtt.outbox_max_rows: {self.outbox_max_rows} must be larger than "
                 f"mqtt.inflight ({self.inflight})"
             )
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            problems.append(
+                f"mqtt.reconnect_min_s: {self.reconnect_min_s} must be positive and at most "
+                f"mqtt.reconnect_max_s ({self.reconnect_max_s})"
+            )
+        if self.ram_window < 1 or self.ram_max_rows < self.ram_window:
+            problems.append(
+                f"mqtt.ram_window: {self.ram_window} must be at least 1 and at most "
+                f"ram_max_rows ({self.ram_max_rows})"
+            )
         if problems:
             raise ConfigError(problems)
 
@@ -187,6 +208,27 @@ def read_password(s: MqttSettings) -> str | None:
             f"mqtt.username: a password is configured ({path}) but no username; set one"
         )
     return secret
+
+
+def check_files(s: MqttSettings) -> None:
+    """Open every file the connection will use (password, CA, client certificate and key) the
+    way the connection will, so a configuration check refuses what a start would refuse.
+    Raises ConfigError naming the file and what to do."""
+    read_password(s)
+    if not s.uses_tls:
+        return
+    key = tls_key_path(s)
+    try:
+        context = ssl.create_default_context(cafile=str(s.tls_ca) if s.tls_ca else None)
+        if s.tls_cert is not None:
+            # An empty password: an encrypted key fails here instead of prompting on a terminal.
+            context.load_cert_chain(str(s.tls_cert), str(key) if key else None, password="")
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigError(
+            f"mqtt.tls_ca/tls_cert/tls_key: cannot load the TLS files ({exc}); check the "
+            "paths, that the daemon's user may read them, that they are PEM and that the key "
+            "is not encrypted"
+        ) from exc
 
 
 def tls_key_path(s: MqttSettings) -> Path | None:
