@@ -283,7 +283,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         "camera index, rtsp:// or http:// URL, a video file, an image folder or glob",
     )
     p.add_argument("--camera", help="camera 0's name (default: camera)")
-    p.add_argument("--fps", type=float, help="camera 0's target frame rate")
+    p.add_argument("--fps", type=number(0.0), help="camera 0's target frame rate")
     p.add_argument("--loop", action="store_true", help="restart file sources at their end")
     p.add_argument("--model", help="model: .tflite, model directory or bundled name")
     p.add_argument("--threads", type=int, help="interpreter threads")
@@ -293,7 +293,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", help="topic prefix (default edge)")
     p.add_argument("--protocol", choices=("5", "3.1.1"), help="MQTT protocol version")
     p.add_argument("--state-dir", help="where the durable outbox lives")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument(
+        "--duration", type=number(0.0, above=True), help="stop after this many seconds"
+    )
 
 
 def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -363,9 +365,13 @@ def _check_config(args: argparse.Namespace) -> int:
     if not args.file:
         raise _usage("give a configuration file to check, or --reference")
     config = cfg.load(args.file)
+    from edge import preflight  # loads the models: only once the file itself is valid
+
+    checked = preflight.check(config)
     cams = ", ".join(f"{c.name} ({c.source})" for c in config.cameras)
+    models = ", ".join(f"{e.name} ({e.task})" for e in checked.engines.values())
     print(
-        f"{args.file}: OK: device {config.device}, cameras {cams}, broker "
+        f"{args.file}: OK: device {config.device}, cameras {cams}, models {models}, broker "
         f"{config.mqtt.host}:{config.mqtt.port}"
     )
     return 0

@@ -19,6 +19,10 @@ from typing import Any
 
 from edge.errors import ConfigError
 
+# The largest frame side accepted: above every Pi camera sensor (HQ 4056, Camera Module 3 4608)
+# and 8K video; a larger request could only exhaust the Pi's memory.
+MAX_FRAME_SIDE = 8192
+
 # A device or camera name becomes one MQTT topic level.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
@@ -137,8 +141,12 @@ class CameraSettings:
     fps: float = key(
         0.0, "Target frames per second; 0 = as fast as the source delivers.", min=0.0, max=1000.0
     )
-    width: int = key(0, "Requested capture width; 0 = the source's default.", min=0)
-    height: int = key(0, "Requested capture height; 0 = the source's default.", min=0)
+    width: int = key(
+        0, "Requested capture width; 0 = the source's default.", min=0, max=MAX_FRAME_SIDE
+    )
+    height: int = key(
+        0, "Requested capture height; 0 = the source's default.", min=0, max=MAX_FRAME_SIDE
+    )
     rotate: int = key(0, "Clockwise rotation applied after capture.", choices=(0, 90, 180, 270))
     flip: str = key("", "Mirror after capture: h, v or hv.", choices=("", "h", "v", "hv"))
     loop: bool = key(False, "Files: start again at the end (demos).")
@@ -176,7 +184,7 @@ class MqttConfig:
     qos: int = key(
         1, "QoS of results (1 = at least once; 0 loses results while offline).", choices=(0, 1, 2)
     )
-    keepalive: int = key(30, "Keep-alive seconds.", min=5, max=3600)
+    keepalive: int = key(30, "Keep-alive seconds.", min=5, max=65535)
     client_id: str = key("", "Client id; empty = edge-<device>.")
     username: str = key("", "User name.")
     password_file: str = key(
@@ -221,6 +229,30 @@ class MqttConfig:
     )
     spool_after_s: float = key(
         2.0, "A result unacknowledged this long is written to disk.", min=0.1
+    )
+    ram_max_rows: int = key(
+        20_000,
+        "Results kept in RAM while the outbox file cannot be written (disk full); the oldest "
+        "are dropped (and counted) beyond this.",
+        min=100,
+    )
+    ram_window: int = key(
+        32,
+        "While the broker is away, results that may wait in RAM for their disk commit; beyond "
+        "this, file sources wait and live cameras drop frames (counted). Bounds what a "
+        "SIGKILL can take.",
+        min=1,
+        max=10_000,
+    )
+    reconnect_min_s: float = key(
+        1.0, "First wait before reconnecting to the broker; doubles per failed try.", min=0.1
+    )
+    reconnect_max_s: float = key(
+        5.0,
+        "Longest wait between reconnection tries (each wait is a random 50-100 % of the "
+        "current step).",
+        min=0.1,
+        max=600.0,
     )
 
 
@@ -366,6 +398,17 @@ def validate(data: Mapping[str, Any], source: str = "") -> Config:
     names = [c.name for c in cameras]
     for n in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"cameras: name {n!r} is used more than once; names must be unique")
+    m = sections["mqtt"]
+    assert isinstance(m, MqttConfig)
+    if m.reconnect_min_s > m.reconnect_max_s:
+        problems.append(
+            f"mqtt.reconnect_min_s: {m.reconnect_min_s} is larger than mqtt.reconnect_max_s "
+            f"({m.reconnect_max_s})"
+        )
+    if m.ram_window > m.ram_max_rows:
+        problems.append(
+            f"mqtt.ram_window: {m.ram_window} is larger than mqtt.ram_max_rows ({m.ram_max_rows})"
+        )
     if problems:
         raise ConfigError(problems, source=source or None)
     top["device"] = top.get("device") or default_device()

@@ -222,7 +222,15 @@ def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
         if named and label_file is None:
             raise ModelError(f"{where} names labels file {named!r}, which does not exist")
     if label_file is not None:
-        labels = parse_labels(label_file.read_text(encoding="utf-8"))
+        try:
+            labels = parse_labels(label_file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ModelError(
+                f"{label_file} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
+                "UTF-8, one label per line"
+            ) from exc
+        except OSError as exc:
+            raise ModelError(f"cannot read {label_file}: {exc.strerror}") from exc
 
     name = str(manifest.get("name") or (directory.name if directory else path.stem))
     version = str(manifest.get("version", ""))

@@ -42,7 +42,16 @@ from edge.system import cpu_seconds, cpu_temperature_c, rss_mb
 log = logging.getLogger(__name__)
 
 STAGES = ("queue", "preprocess", "invoke", "postprocess", "e2e")
-COUNTERS = ("captured", "dropped", "skipped_latency", "skipped_motion", "inferred", "errors")
+COUNTERS = (
+    "captured",
+    "dropped",
+    "dropped_backpressure",
+    "skipped_latency",
+    "skipped_motion",
+    "inferred",
+    "errors",
+)
+BACKPRESSURE_POLL_S = 0.02  # how often a held-back lossless source looks for room again
 _THUMB = (64, 48)  # motion-gating thumbnail size (w, h)
 
 
@@ -318,6 +327,11 @@ class ResultWorker(threading.Thread):
                 log.exception("result listener %s failed", type(listener).__name__)
 
 
+def new_boot_id() -> str:
+    """A fresh id for one life of the process (12 hex digits)."""
+    return uuid.uuid4().hex[:12]
+
+
 def source_spec(camera: CameraSettings, lores: tuple[int, int] | None = None) -> SourceSpec:
     """The source spec for a configured camera (lores: picamera2's ISP-scaled stream size).
 
@@ -378,6 +392,12 @@ class Pipeline:
 
     Build loads every model (ModelError surfaces here, before anything starts); ``start``
     launches the threads; ``stop`` stops capture first, then inference, each within a bound.
+
+    boot_id: names the process's life in every result; the daemon keeps one across reloads
+    (a new one is drawn when not given). admit: asked by each capture thread before it
+    preprocesses a frame (the MQTT sink's back-pressure, ``MqttSink.room``); while it says no,
+    lossless sources wait and live sources drop the frame (counted as
+    ``dropped_backpressure``).
     """
 
     def __init__(
@@ -385,9 +405,11 @@ class Pipeline:
         config: Config,
         listeners: Sequence[ResultListener] = (),
         engine_loader: Callable[[str], Engine] | None = None,
+        boot_id: str | None = None,
+        admit: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
-        self.boot_id = uuid.uuid4().hex[:12]
+        self.boot_id = boot_id or new_boot_id()
         self.started_mono = time.monotonic()
         self._cpu0 = cpu_seconds()
         self._stop = threading.Event()
@@ -419,7 +441,7 @@ class Pipeline:
                 spec = source_spec(cam, lores=(pre.width, pre.height))
                 state.capture = CaptureThread(
                     spec,
-                    on_frame=self._deliver(slots, state, engine, lossless(spec)),
+                    on_frame=self._deliver(slots, state, engine, lossless(spec), admit, self._stop),
                     stop=self._stop,
                 )
         self.rss_after_models = rss_mb()
@@ -427,7 +449,12 @@ class Pipeline:
 
     @staticmethod
     def _deliver(
-        slots: FrameSlots, state: CameraState, engine: Engine, lossless: bool
+        slots: FrameSlots,
+        state: CameraState,
+        engine: Engine,
+        lossless: bool,
+        admit: Callable[[], bool] | None,
+        stop: threading.Event,
     ) -> Callable[[Frame], None]:
         """The capture thread's hand-off: motion gate, then preprocess into a spare input
         tensor (overlapping the previous frame's invoke on the inference thread), then the
@@ -442,6 +469,12 @@ class Pipeline:
             if not state.moved(frame):
                 state.counters.add("skipped_motion")
                 return
+            if admit is not None and not admit():
+                if not lossless:
+                    state.counters.add("dropped_backpressure")
+                    return
+                while not admit() and not stop.wait(BACKPRESSURE_POLL_S):
+                    pass
             t0 = time.perf_counter()
             tensor = state.spare.pop() if state.spare else np.empty(shape, pre.spec.dtype)
             transform = pre.run(frame.image, tensor)
@@ -452,6 +485,17 @@ class Pipeline:
                 state.spare.append(old.tensor)
 
         return deliver
+
+    def continue_seq(self, seqs: dict[str, int]) -> None:
+        """Number results on from ``seqs`` (camera name -> last seq), so a reload shows
+        subscribers no false gap. Before ``start``."""
+        for name, seq in seqs.items():
+            if name in self.cameras:
+                self.cameras[name].seq = seq
+
+    def last_seq(self) -> dict[str, int]:
+        """Camera name -> the seq of its last result."""
+        return {name: cam.seq for name, cam in self.cameras.items()}
 
     def start(self) -> None:
         for w in self.workers:

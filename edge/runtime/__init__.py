@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -232,7 +233,15 @@ def _native_stderr_to_log() -> Iterator[None]:
     LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to fd 2,
     ignoring TF_CPP_MIN_LOG_LEVEL; under systemd that lands in the journal as noise. INFO lines
     become DEBUG records, anything else a WARNING, so nothing is lost.
+
+    fd 2 belongs to the whole process, so this is only done while no other thread runs (at
+    start-up, before the pipeline's threads): later loads (a reload) would otherwise swallow
+    other threads' log lines and re-emit them as runtime warnings. Those loads leave the
+    runtime's one INFO line on stderr.
     """
+    if threading.active_count() > 1:
+        yield
+        return
     try:
         saved = os.dup(2)
     except OSError:  # no fd 2 (embedded interpreters): nothing to redirect

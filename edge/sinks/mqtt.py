@@ -101,7 +101,7 @@ class _Event(NamedTuple):
     """Something paho's thread reports to the outbox thread, in the order it happened."""
 
     kind: str  # "ack", "socket", "up", "down", "refused_v5", "unquarantine"
-    client: mqtt.Client
+    client: mqtt.Client | None
     mid: int = 0
     failed: bool = False
     reason: str = ""
@@ -162,6 +162,8 @@ class MqttSink:
         self._base = settings.base_topic
         self._status_topic = f"{self._base}/status"
         self._stats_topic = f"{self._base}/stats"
+        self._details_topic = f"{self._base}/status/details"
+        self._details: bytes | None = None
         self._result_topics: dict[str, str] = {}
         self._snapshot_topics: dict[str, str] = {}
         self._protocol = mqtt.MQTTv5 if settings.protocol == "5" else mqtt.MQTTv311
@@ -288,6 +290,18 @@ class MqttSink:
             topic = self._snapshot_topics.setdefault(camera, f"{self._base}/{camera}/snapshot")
         if self._size_ok(len(jpeg), "snapshot", camera):
             self._publish_best_effort(topic, jpeg, retain=False)
+
+    def set_details(self, payload: bytes) -> None:
+        """The retained ``<prefix>/<device>/status/details`` (JSON: what is degraded, the last
+        reload), published now if connected and again after every reconnect. Any thread."""
+        self._details = payload
+        client = self._client
+        if client is not None and self._link_up and self._state == _RUNNING:
+            client.publish(self._details_topic, payload, qos=1, retain=True)
+
+    def clear_quarantine(self) -> None:
+        """Try every quarantined topic again (after a reload: the ACL may have been fixed)."""
+        self._push(_Event("unquarantine", self._client))
 
     def room(self) -> bool:
         """Whether producers may go on: false while disconnected with ``ram_window`` or more
@@ -527,6 +541,8 @@ class MqttSink:
         self._reconnect_attempt = 0
         self._next_reconnect_delay(client)
         client.publish(self._status_topic, "online", qos=1, retain=True)
+        if self._details is not None:
+            client.publish(self._details_topic, self._details, qos=1, retain=True)
         self._link_up = True
         self._push(_Event("up", client))
         log.info(
@@ -714,7 +730,10 @@ class MqttSink:
                 if self._connected:
                     self._strike()
                 self._connected = False
-            elif ev.kind == "refused_v5":
+            elif ev.kind == "unquarantine":
+                for topic in self._quarantined:
+                    self._quarantined[topic] = 0.0  # due now: _quarantine_timers lifts it
+            elif ev.kind == "refused_v5" and ev.client is not None:
                 self._fall_back_to_v311(ev.client, f"refused MQTT 5 ({ev.reason})")
 
     def _refused(self, topic: str, why: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from edge.config import Config
 from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,35 @@ def read_password(s: MqttSettings) -> str | None:
             f"mqtt.username: a password is configured ({path}) but no username; set one"
         )
     return secret
+
+
+def settings_from_config(config: Config) -> MqttSettings:
+    """The sink's settings from a validated configuration's ``[mqtt]`` section and device."""
+    m = config.mqtt
+    return MqttSettings(
+        host=m.host,
+        port=m.port,
+        client_id=m.client_id or f"edge-{config.device}",
+        username=m.username or None,
+        password_file=Path(m.password_file) if m.password_file else None,
+        tls_ca=Path(m.tls_ca) if m.tls_ca else None,
+        tls_cert=Path(m.tls_cert) if m.tls_cert else None,
+        tls_key=Path(m.tls_key) if m.tls_key else None,
+        tls_insecure=m.tls_insecure,
+        protocol=m.protocol,
+        qos=m.qos,
+        keepalive=m.keepalive,
+        prefix=m.prefix,
+        device=config.device,
+        max_payload_bytes=m.max_payload_kb * 1024,
+        inflight=m.inflight,
+        spool_after_s=m.spool_after_s,
+        outbox_max_rows=m.outbox_max_rows,
+        ram_max_rows=m.ram_max_rows,
+        ram_window=m.ram_window,
+        reconnect_min_s=m.reconnect_min_s,
+        reconnect_max_s=m.reconnect_max_s,
+    )
 
 
 def check_files(s: MqttSettings) -> None:

@@ -1,0 +1,114 @@
+"""Open everything a configuration names, the way ``edge run`` would, without running it.
+
+``edge check-config`` uses this so that it refuses whatever the daemon would refuse: every model
+is loaded (labels decoded, manifest read, delegate tried), the MQTT password, CA, client
+certificate and key are read, the state directory is checked, and file sources exist. The
+daemon's reload uses the same steps to build a new configuration completely before touching
+the running one. Configuration validation itself (``edge.config``) stays free of I/O.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.config import Config
+from edge.engine import Engine
+from edge.errors import ConfigError, EdgeError, InputError
+from edge.pipeline import overrides, runtime_options, source_spec
+from edge.sinks.mqtt_settings import MqttSettings, check_files, settings_from_config
+from edge.sources.opencv import classify
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What a check opened: the sink settings and one loaded engine per model reference."""
+
+    mqtt: MqttSettings
+    engines: dict[str, Engine]
+
+
+def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checked:
+    """Open what ``config`` names; raises the error ``edge run`` would meet first (ConfigError
+    or ModelError: exit 78; InputError: exit 66), with every problem of the same kind listed.
+
+    load: how to get an engine for a model reference (the daemon's reload passes one that
+    reuses unchanged engines); default ``Engine.load``."""
+    problems: list[str] = []
+    missing: list[str] = []
+    settings: MqttSettings | None = None
+    try:
+        settings = settings_from_config(config)
+        check_files(settings)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    state = config.state_path()
+    problem = _state_dir_problem(state)
+    if problem:
+        problems.append(f"state_dir: {problem}")
+    for i, cam in enumerate(config.cameras):
+        try:
+            _check_source(cam.source, source_spec(cam))
+        except InputError as exc:
+            missing.append(f"cameras[{i}].source: {exc}")
+        except ConfigError as exc:
+            problems.extend(f"cameras[{i}].{p}" for p in exc.problems)
+    engines: dict[str, Engine] = {}
+    first_model_error: EdgeError | None = None
+    loader = load or (lambda ref: Engine.load(ref, runtime_options(config), overrides(config)))
+    for cam in config.cameras:
+        ref = config.camera_model(cam)
+        if ref in engines:
+            continue
+        try:
+            engines[ref] = loader(ref)
+        except EdgeError as exc:
+            if first_model_error is None:
+                first_model_error = exc
+            problems.append(f"model {ref!r}: {exc}")
+    if problems:
+        if first_model_error is not None and len(problems) == 1:
+            raise first_model_error
+        raise ConfigError(problems, source=config.source or None)
+    if missing:
+        raise InputError("; ".join(missing))
+    assert settings is not None
+    return Checked(settings, engines)
+
+
+def _state_dir_problem(state: Path) -> str | None:
+    """Why the outbox cannot live in ``state`` (it is created when missing), or None."""
+    probe = state
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a directory; set state_dir to a writable directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return (
+            f"{probe} is not writable by this user, so the outbox {state} cannot be created; "
+            "set state_dir to a writable directory (systemd: StateDirectory=)"
+        )
+    return None
+
+
+def _check_source(text: str, spec: object) -> None:
+    """File sources must exist now (the daemon exits 66 on a missing file); cameras and
+    streams are only known once opened, and the daemon retries those."""
+    from edge.sources import SourceSpec
+
+    assert isinstance(spec, SourceSpec)
+    if spec.kind == "opencv" and classify(spec.target) == "file":
+        if not os.path.isfile(spec.target):
+            raise InputError(f"video file {spec.target!r} does not exist; check the path")
+    elif spec.kind == "images":
+        target = spec.target
+        if any(c in target for c in "*?["):
+            if not glob.glob(target):
+                raise InputError(f"no file matches {target!r}; check the pattern")
+        elif not os.path.isdir(target) and not os.path.isfile(target):
+            raise InputError(f"{target!r} does not exist; check the path")
