@@ -26,6 +26,8 @@ import logging
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -250,16 +252,7 @@ class Outbox:
             for i in range(0, len(fresh), SPOOL_CHUNK):
                 chunk = fresh[i : i + SPOOL_CHUNK]
                 t0 = time.perf_counter()
-                with Transaction(self._db) as db:
-                    self._apply_drops(db)
-                    db.executemany(
-                        "INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)",
-                        ((e.seq, e.topic, e.payload) for e in chunk),
-                    )
-                    if self.boot_id:
-                        record_boot(db, self.boot_id, self.produced)
-                        if self.commits == 0:
-                            trim_boots(db)
+                self._write(partial(self._insert, chunk))
                 self._committed(t0)
                 for entry in chunk:
                     entry.on_disk = True
@@ -275,6 +268,32 @@ class Outbox:
                 self._spooled(written)
         return written
 
+    def _insert(self, chunk: list[Entry], db: sqlite3.Connection) -> None:
+        self._apply_drops(db)
+        db.executemany(
+            "INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)",
+            ((e.seq, e.topic, e.payload) for e in chunk),
+        )
+        if self.boot_id:
+            record_boot(db, self.boot_id, self.produced)
+            if self.commits == 0:
+                trim_boots(db)
+
+    def _write(self, body: Callable[[sqlite3.Connection], None]) -> None:
+        """Run ``body`` in a transaction. When the disk is full, give the WAL's space back
+        (a TRUNCATE checkpoint: the WAL otherwise keeps what it once grew to) and try once
+        more; raises sqlite3.Error when that fails too."""
+        assert self._db is not None
+        try:
+            with Transaction(self._db) as db:
+                body(db)
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc):
+                raise
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            with Transaction(self._db) as db:
+                body(db)
+
     def record(self) -> None:
         """Record ``produced`` for this boot in its own transaction (at shutdown, and while
         nothing needs spooling). Raises SinkError if the write fails."""
@@ -282,8 +301,7 @@ class Outbox:
             return
         t0 = time.perf_counter()
         try:
-            with Transaction(self._db) as db:
-                record_boot(db, self.boot_id, self.produced)
+            self._write(lambda db: record_boot(db, self.boot_id, self.produced))
         except sqlite3.Error as exc:
             raise SinkError(f"cannot record this boot's count in {self.path}: {exc}") from exc
         self._committed(t0)
@@ -301,9 +319,7 @@ class Outbox:
             return 0
         rows = len(self._deletes) + self._drop_unloaded
         try:
-            with Transaction(self._db) as db:
-                self._apply_drops(db)
-                db.executemany("DELETE FROM outbox WHERE seq = ?", ((s,) for s in self._deletes))
+            self._write(self._delete)
         except sqlite3.Error as exc:
             raise SinkError(
                 f"cannot delete delivered results from the outbox {self.path}: {exc}; they may be "
@@ -342,6 +358,10 @@ class Outbox:
         return self.pending_ram
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _delete(self, db: sqlite3.Connection) -> None:
+        self._apply_drops(db)
+        db.executemany("DELETE FROM outbox WHERE seq = ?", ((s,) for s in self._deletes))
 
     def _forget(self, entry: Entry, now: float | None) -> None:
         if entry.on_disk:

@@ -305,9 +305,12 @@ def _connect(path: Path) -> sqlite3.Connection:
         # result in one transaction, deletes go in batches, and while the broker acknowledges
         # promptly nothing is written at all.
         db.execute("PRAGMA synchronous=FULL")
-        # After a checkpoint the WAL is cut back to this size instead of keeping its largest
-        # size: on a nearly full state filesystem the space it held is given back.
-        db.execute("PRAGMA journal_size_limit=1048576")
+        # Keep the WAL small: checkpoint every 64 pages (256 KiB) and cut the file back to that
+        # size afterwards. A WAL left to grow to SQLite's default 4 MiB would, on a nearly full
+        # state filesystem, hold the very space the checkpoint needs to move its pages into
+        # the database file, and writing could not resume when a little space is freed.
+        db.execute("PRAGMA wal_autocheckpoint=64")
+        db.execute("PRAGMA journal_size_limit=262144")
         with Transaction(db):
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
