@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.config import ModelSettings
 from edge.errors import ModelError
 from edge.labels import fit_labels
 from edge.models import MANIFEST, ModelSpec, PostprocessConfig, load_spec
@@ -56,6 +57,24 @@ class Overrides:
     resize: str | None = None
     labels_offset: int | None = None
     segmentation_threshold: float | None = None
+
+    @classmethod
+    def from_settings(cls, m: ModelSettings) -> Overrides:
+        """The overrides a daemon configuration's [model] table sets (its "manifest's"
+        sentinels, such as a negative threshold, become None)."""
+        return cls(
+            task=m.task or None,
+            threshold=m.threshold if m.threshold >= 0 else None,
+            iou_threshold=m.iou_threshold if m.iou_threshold > 0 else None,
+            top_k=m.top_k or None,
+            max_detections=m.max_detections or None,
+            allow=frozenset(m.labels) if m.labels else None,
+            resize=m.resize or None,
+            labels_offset=m.labels_offset,
+            segmentation_threshold=(
+                m.segmentation_threshold if m.segmentation_threshold >= 0 else None
+            ),
+        )
 
 
 # Overrides fields that replace the PostprocessConfig field of the same name.

@@ -3,8 +3,9 @@ inside themselves (TFLite Metadata, as written by TFLite Model Maker, TF Hub, Me
 Coral tools), and which operator computes each output, without TensorFlow or tflite-support.
 The metadata is a second flatbuffer (``metadata_schema.fbs``, file identifier ``M001``) stored
 in a model buffer that the model's ``metadata`` list names ``TFLITE_METADATA``; the files it
-refers to (``labels.txt``, …) are a ZIP archive appended to the model. A small flatbuffer table reader below walks exactly the fields
-edge needs; field ids are the declaration order in the two schemas, noted beside each use.
+refers to (``labels.txt``, …) are a ZIP archive appended to the model. A small flatbuffer table
+reader below walks exactly the fields edge needs; field ids are the declaration order in the two
+schemas, noted beside each use.
 """
 
 from __future__ import annotations
