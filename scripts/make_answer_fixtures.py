@@ -31,8 +31,8 @@ models give known answers on the coloured shapes of ``tests/data/shapes``; every
   convolutions on pooled pixels (random weights, seed 0).
 
 Every directory has a ``manifest.json`` with the preprocessing (stretch, RGB, mean 0, std 255)
-and no task, so edge decides the task from the model. Regenerate (TensorFlow and ai-edge-litert
-needed)::
+and no task, so edge decides the task from the model. The output is byte-for-byte the same on
+every run. Regenerate (TensorFlow and ai-edge-litert needed)::
 
     python scripts/make_answer_fixtures.py
 """

@@ -105,6 +105,14 @@ def test_segmentation_threshold_is_configurable(model: str) -> None:
     assert got[0.2] > got[0.9] > 0
 
 
+def test_segmentation_threshold_from_the_manifest(tmp_path: Path) -> None:
+    """postprocess.segmentation_threshold in a manifest sets the cut as well."""
+    frame = read_image(SHAPES / "scene_0.jpg")
+    d = copy_model("segment-float", tmp_path, postprocess={"segmentation_threshold": 0.9})
+    segs = {s.label: s.fraction for s in Engine.load(d).infer(frame).segments}
+    assert segs["red"] == pytest.approx(float((red_probability(frame) >= 0.9).mean()))
+
+
 def test_segmenter_without_labels_names_foreground(tmp_path: Path) -> None:
     """Without a labels file the two classes are called background and foreground."""
     d = copy_model("segment-int8", tmp_path)
@@ -254,6 +262,20 @@ def test_ambiguous_labels_are_refused(tmp_path: Path, lines: list[str], says: st
     msg = str(err.value)
     assert str(d / "labels.txt") in msg and "the model has 1001 classes" in msg
     assert says in msg and "labels_offset" in msg
+
+
+def test_ssd_labelmap_starting_with_unknown_skips_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SSD labelmap whose first line is `???` (TF's SSD examples) is shifted by one with a
+    WARNING, since the post-process op's class ids leave out the background."""
+    d = copy_model("ssd", tmp_path)
+    (d / "labels.txt").write_text("???\nred\ngreen\nblue\nyellow\n")
+    with caplog.at_level(logging.WARNING, logger="edge.engine"):
+        engine = Engine.load(d)
+    assert any("starts with '???'" in r.getMessage() for r in caplog.records)
+    result = engine.infer(read_image(SHAPES / "red_square.png"))
+    assert {det.label for det in result.detections} == {"red"}
 
 
 # -- 4. labels to report that the model lacks -----------------------------------------------
