@@ -108,6 +108,12 @@ class ModelSettings:
         "(logged and shown in status) or fail (exit 78).",
         choices=("cpu", "fail"),
     )
+    runtime: str = key(
+        "",
+        "TFLite runtime package: ai-edge-litert, tflite-runtime or tensorflow; "
+        "empty = $EDGE_RUNTIME, else the first one installed.",
+        choices=("", "ai-edge-litert", "tflite-runtime", "tensorflow"),
+    )
     threshold: float = key(
         -1.0, "Minimum score 0..1; negative = the model manifest's.", min=-1.0, max=1.0
     )

@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -35,29 +34,8 @@ OUTBOX_FILE = "outbox.sqlite3"
 SWITCH_INTERVAL_S = 0.0005
 
 
-def mqtt_settings(config: Config) -> MqttSettings:
-    """The sink's settings from the ``[mqtt]`` section."""
-    m = config.mqtt
-    return MqttSettings(
-        host=m.host,
-        port=m.port,
-        client_id=m.client_id or f"edge-{config.device}",
-        username=m.username or None,
-        password_file=_path(m.password_file),
-        tls_ca=_path(m.tls_ca),
-        tls_cert=_path(m.tls_cert),
-        tls_key=_path(m.tls_key),
-        tls_insecure=m.tls_insecure,
-        protocol=m.protocol,
-        qos=m.qos,
-        keepalive=m.keepalive,
-        prefix=m.prefix,
-        device=config.device,
-        max_payload_bytes=m.max_payload_kb * 1024,
-        inflight=m.inflight,
-        spool_after_s=m.spool_after_s,
-        outbox_max_rows=m.outbox_max_rows,
-    )
+# The sink's settings from the ``[mqtt]`` section; the old name, kept for its callers.
+mqtt_settings = MqttSettings.from_config
 
 
 def start_sink(config: Config) -> MqttSink:
@@ -75,10 +53,6 @@ def start_sink(config: Config) -> MqttSink:
     sink = MqttSink(mqtt_settings(config), outbox)
     sink.start()
     return sink
-
-
-def _path(text: str) -> Path | None:
-    return Path(text) if text else None
 
 
 class Daemon:

@@ -357,6 +357,7 @@ def runtime_options(config: Config) -> RuntimeOptions:
         delegate=m.delegate,
         device=m.edgetpu_device or None,
         fallback=m.edgetpu_fallback,
+        backend=m.runtime or None,
     )
 
 
