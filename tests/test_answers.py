@@ -367,3 +367,33 @@ def test_bundled_classifiers_are_classifiers_without_their_manifest(
     shutil.copy(REPO / "models" / name / "model.tflite", bare)
     assert Engine.load(bare).task == "classification"
     assert Engine.load(name).task == "classification"
+
+
+def test_daemon_config_and_infer_flags_reach_the_postprocessing() -> None:
+    """[model] segmentation_threshold / labels_offset reach the daemon's engines, and `edge
+    infer --segmentation-threshold` changes the answer."""
+    from edge.pipeline import overrides
+
+    config = validate(
+        {
+            "model": {"segmentation_threshold": 0.9, "labels_offset": -1},
+            "cameras": [{"source": "synthetic"}],
+        }
+    )
+    o = overrides(config)
+    assert (o.segmentation_threshold, o.labels_offset) == (0.9, -1)
+    low = edge_infer(
+        str(ANSWERS / "segment-float"), str(SHAPES / "red_circle.png"),
+        "--segmentation-threshold", "0.01",
+    )  # fmt: skip
+    high = edge_infer(
+        str(ANSWERS / "segment-float"), str(SHAPES / "red_circle.png"),
+        "--segmentation-threshold", "0.99",
+    )  # fmt: skip
+    assert low.returncode == high.returncode == 0, low.stderr + high.stderr
+
+    def foreground(out: str) -> float:
+        segs = json.loads(out)["segments"]
+        return float(sum(s["fraction"] for s in segs if s["label"] != "background"))
+
+    assert foreground(low.stdout) > foreground(high.stdout)

@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         max_detections=args.max_detections,
         resize=args.resize,
         allow=frozenset(s.strip() for s in args.labels.split(",")) if args.labels else None,
+        labels_offset=args.labels_offset,
+        segmentation_threshold=args.segmentation_threshold,
     )
     engine = Engine.load(args.model, runtime_options(args, args.threads), overrides)
     if engine.task == "classification" and args.threshold is None:

@@ -165,6 +165,18 @@ def add_results(p: argparse.ArgumentParser, *, all_options: bool = True) -> None
         "--resize", choices=RESIZES, help="override how frames are fitted to the model input"
     )
     g.add_argument("--labels", help="only report these labels (comma-separated)")
+    g.add_argument(
+        "--labels-offset",
+        type=int,
+        help="class id = line number + this (e.g. -1 when the labels file leaves out class 0, "
+        "the background); default: worked out from the labels and the model",
+    )
+    g.add_argument(
+        "--segmentation-threshold",
+        type=UNIT,
+        help="single-channel (sigmoid) segmenters: probability above which a pixel is "
+        "foreground (default 0.5)",
+    )
 
 
 def add_pipeline(p: argparse.ArgumentParser, command: str) -> None:
