@@ -33,6 +33,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "float": (float,),
     "bool": (bool,),
     "tuple[str, ...]": (list, tuple),
+    "int | None": (int,),  # TOML has no null: leaving the key out is None
 }
 
 
@@ -111,6 +112,12 @@ class ModelSettings:
         "(logged and shown in status) or fail (exit 78).",
         choices=("cpu", "fail"),
     )
+    runtime: str = key(
+        "",
+        "TFLite runtime package: ai-edge-litert, tflite-runtime or tensorflow; "
+        "empty = $EDGE_RUNTIME, else the first one installed.",
+        choices=("", "ai-edge-litert", "tflite-runtime", "tensorflow"),
+    )
     threshold: float = key(
         -1.0, "Minimum score 0..1; negative = the model manifest's.", min=-1.0, max=1.0
     )
@@ -119,7 +126,24 @@ class ModelSettings:
     )
     max_detections: int = key(0, "Most detections per result; 0 = the manifest's.", min=0)
     top_k: int = key(0, "Classes per result (classification); 0 = the manifest's.", min=0)
-    labels: tuple[str, ...] = key((), "Only report these labels (empty = all).")
+    labels: tuple[str, ...] = key(
+        (), "Only report these labels (empty = all); each must be a label of the model."
+    )
+    labels_offset: int | None = key(
+        None,
+        "Added to a class id before the label lookup: 1 for a labels file starting with a "
+        "background line the model lacks, -1 for one leaving out the model's background "
+        "class 0; unset = the manifest's, else worked out from the labels and classes.",
+        min=-1000,
+        max=1000,
+    )
+    segmentation_threshold: float = key(
+        -1.0,
+        "Foreground probability 0..1 of a single-channel segmentation model; negative = the "
+        "manifest's (default 0.5).",
+        min=-1.0,
+        max=1.0,
+    )
     resize: str = key(
         "",
         "stretch, letterbox or crop; empty = the manifest's.",
@@ -507,7 +531,8 @@ def reference() -> str:
             desc = meta["help"]
             if meta["choices"]:
                 desc += " One of: " + ", ".join(f"`{c!r}`" for c in meta["choices"]) + "."
-            lines.append(f"| `{f.name}` | {f.type} | {default} | {desc} |")
+            kind = str(f.type).replace(" | None", ", optional")  # a "|" would split the cell
+            lines.append(f"| `{f.name}` | {kind} | {default} | {desc} |")
         lines.append("")
 
     table("Top level", Config, _TOP_KEYS)

@@ -38,21 +38,21 @@ from edge.pipeline import Pipeline, new_boot_id, overrides, runtime_options
 from edge.publisher import Publisher
 from edge.runtime import RuntimeOptions
 from edge.sinks.mqtt import MqttSink
-from edge.sinks.mqtt_settings import MqttSettings, settings_from_config
+from edge.sinks.mqtt_settings import MqttSettings
 
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite3"
 SWITCH_INTERVAL_S = 0.0005
 
-# Kept so callers of the earlier name go on working.
-mqtt_settings = settings_from_config
+# The sink's settings from the ``[mqtt]`` section; the old name, kept for its callers.
+mqtt_settings = MqttSettings.from_config
 
 
 def start_sink(config: Config, boot_id: str = "", settings: MqttSettings | None = None) -> MqttSink:
     """The MQTT sink with its durable outbox in the state directory, started (it connects in
     the background; a broker that is down is fine)."""
-    settings = settings or settings_from_config(config)
+    settings = settings or MqttSettings.from_config(config)
     state = config.state_path()
     try:
         state.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.loop:
         cmd.append("--loop")
-    print("edge demo: " + " ".join(cmd[1:]), file=sys.stderr)
+    print("edge demo: " + shlex.join(cmd), file=sys.stderr)
     daemon = subprocess.Popen(cmd, env={**os.environ, "EDGE_LOG_LEVEL": "warning"})
     ended: list[float] = []
 

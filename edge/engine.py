@@ -7,6 +7,7 @@ Thread affinity: an Engine belongs to one thread at a time.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -14,19 +15,38 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.config import ModelSettings
 from edge.errors import ModelError
-from edge.models import ModelSpec, PostprocessConfig, load_spec
-from edge.postprocess import Postprocessor, infer_task
+from edge.labels import fit_labels
+from edge.models import MANIFEST, ModelSpec, PostprocessConfig, load_spec
+from edge.postprocess import Postprocessor
 from edge.preprocess import PreprocessConfig, Preprocessor, TensorSpec, Transform
 from edge.result import TASKS, Result, Timings
 from edge.runtime import Interpreter, RuntimeOptions, load
+from edge.tasks import (
+    PROBABILITY,
+    SCORE_OPS,
+    SSD,
+    class_count,
+    describe,
+    detection_layout,
+    feature_reason,
+    fit_problem,
+    infer_task,
+    segmentation_mode,
+)
+from edge.tflite_metadata import output_producers
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class Overrides:
-    """Per-run settings that take precedence over the model's manifest (CLI flags, config)."""
+    """Per-run settings that take precedence over the model's manifest (CLI flags, config).
+
+    labels_offset and segmentation_threshold are :class:`PostprocessConfig`'s. allow: labels to
+    report; every one must be a label of the model (:meth:`Engine.load` refuses others).
+    """
 
     task: str | None = None
     threshold: float | None = None
@@ -35,6 +55,40 @@ class Overrides:
     max_detections: int | None = None
     allow: frozenset[str] | None = None
     resize: str | None = None
+    labels_offset: int | None = None
+    segmentation_threshold: float | None = None
+
+    @classmethod
+    def from_settings(cls, m: ModelSettings) -> Overrides:
+        """The overrides a daemon configuration's [model] table sets (its "manifest's"
+        sentinels, such as a negative threshold, become None)."""
+        return cls(
+            task=m.task or None,
+            threshold=m.threshold if m.threshold >= 0 else None,
+            iou_threshold=m.iou_threshold if m.iou_threshold > 0 else None,
+            top_k=m.top_k or None,
+            max_detections=m.max_detections or None,
+            allow=frozenset(m.labels) if m.labels else None,
+            resize=m.resize or None,
+            labels_offset=m.labels_offset,
+            segmentation_threshold=(
+                m.segmentation_threshold if m.segmentation_threshold >= 0 else None
+            ),
+        )
+
+
+# Overrides fields that replace the PostprocessConfig field of the same name.
+_POSTPROCESS_OVERRIDES = (
+    "threshold",
+    "iou_threshold",
+    "top_k",
+    "max_detections",
+    "allow",
+    "labels_offset",
+    "segmentation_threshold",
+)
+# Labels shown in full in a message before the list is cut short.
+_LISTED_LABELS = 20
 
 
 def default_preprocess(spec: TensorSpec) -> PreprocessConfig:
@@ -77,25 +131,49 @@ class Engine:
     def __init__(self, spec: ModelSpec, interpreter: Interpreter, overrides: Overrides) -> None:
         self.spec = spec
         self.interpreter = interpreter
-        guessed_task, layout = infer_task(interpreter.outputs)
-        task = overrides.task or spec.task or guessed_task
-        if task not in TASKS:
-            raise ModelError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
-        if task == "detection" and guessed_task != "detection":
-            raise ModelError(
-                f"{spec.path.name} has outputs {[list(o.shape) for o in interpreter.outputs]}, "
-                "which are not a detection layout edge knows (SSD post-process, YOLOv5 "
-                "[1,N,5+C], YOLOv8 [1,4+C,N]). Run with --task raw to inspect them."
-            )
-        self.task = task
+        outputs = interpreter.outputs
         pre = spec.preprocess or default_preprocess(interpreter.inputs[0])
         if overrides.resize:
             pre = replace(pre, resize=overrides.resize)
         self.preprocessor = Preprocessor(interpreter.inputs[0], pre)
-        post = spec.postprocess
+        input_hw = (self.preprocessor.height, self.preprocessor.width)
+        producers = output_producers(spec.path)
+        guessed, layout = infer_task(outputs, producers, bool(spec.labels), input_hw)
+        task = overrides.task or spec.task or guessed
+        if task not in TASKS:
+            raise ModelError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+        problem = fit_problem(task, outputs, input_hw)
+        if problem:
+            raise ModelError(
+                self._mismatch(task, problem, guessed, input_hw, overrides.task is not None)
+            )
+        if task == "detection":
+            layout = detection_layout(outputs)
+        elif task == "raw" and guessed == "raw" and not (overrides.task or spec.task):
+            reason = feature_reason(outputs[0], producers.get(outputs[0].index, ""), False)
+            if len(outputs) == 1 and reason:
+                log.info(
+                    "%s: reporting its output as features (task raw), not classes: %s; "
+                    "run with --task classification to read it as class scores",
+                    spec.name,
+                    reason,
+                )
+        self.task = task
+        post = self._postprocess_config(overrides, layout, producers)
+        self.postprocessor = Postprocessor(task, layout, outputs, spec.labels, post)
+        self.postprocessor.set_input_size(self.preprocessor.height, self.preprocessor.width)
+        self._check_allow(post.allow, overrides.allow is not None)
+        self._n_out = len(outputs)
+
+    def _postprocess_config(
+        self, overrides: Overrides, layout: str, producers: dict[int, str]
+    ) -> PostprocessConfig:
+        """The manifest's settings with the overrides applied, what the graph tells about the
+        outputs, and the labels offset worked out when nothing sets it."""
+        post = self.spec.postprocess
         changes = {
             k: getattr(overrides, k)
-            for k in ("threshold", "iou_threshold", "top_k", "max_detections", "allow")
+            for k in _POSTPROCESS_OVERRIDES
             if getattr(overrides, k) is not None
         }
         if changes:
@@ -103,9 +181,104 @@ class Engine:
             problems = post.problems()
             if problems:
                 raise ModelError("invalid postprocessing settings: " + "; ".join(problems))
-        self.postprocessor = Postprocessor(task, layout, interpreter.outputs, spec.labels, post)
-        self.postprocessor.set_input_size(self.preprocessor.height, self.preprocessor.width)
-        self._n_out = len(interpreter.outputs)
+        outputs = self.interpreter.outputs
+        producer = producers.get(outputs[0].index, "") if len(outputs) == 1 else ""
+        if post.logits is None and producer in SCORE_OPS:
+            post = replace(post, logits=False)  # SOFTMAX/LOGISTIC: probabilities already
+        if post.labels_offset is None and self.task != "raw":
+            fit = fit_labels(
+                self.spec.labels,
+                class_count(self.task, layout, outputs),
+                self.spec.labels_source or "the labels",
+                binary=self.task == "segmentation" and segmentation_mode(outputs[0]) == PROBABILITY,
+                background_excluded=self.task == "detection" and layout == SSD,
+            )
+            if fit.note:
+                log.warning(
+                    "%s: %s. Set labels_offset (manifest.json postprocess, or [model] "
+                    "labels_offset) to confirm it, or fix the labels file",
+                    self.spec.name,
+                    fit.note,
+                )
+            post = replace(post, labels_offset=fit.offset)
+        return post
+
+    def _mismatch(
+        self, task: str, problem: str, guessed: str, input_hw: tuple[int, int], forced: bool
+    ) -> str:
+        """The message for a task that does not fit the outputs: what the task needs, what the
+        model has, and which task fits."""
+        outputs = self.interpreter.outputs
+        if forced:
+            asked, undo = f"--task {task} (or [model] task)", "run without --task"
+        else:
+            where = str(self.spec.directory / MANIFEST) if self.spec.directory else "the spec"
+            asked, undo = f"the task {task!r} in {where}", f'remove "task" from {where}'
+        n = len(outputs)
+        head = (
+            f"{self.spec.name}: {asked} does not fit the model's outputs: {problem}. The model "
+            f"has {n} output{'' if n == 1 else 's'}: {describe(outputs)}."
+        )
+        if guessed != "raw":
+            return (
+                f"{head} They fit task {guessed}: {undo} (edge then picks {guessed}) or use "
+                f"--task {guessed}; --task raw prints their statistics."
+            )
+        fitting = [t for t in TASKS if t != "raw" and not fit_problem(t, outputs, input_hw)]
+        if fitting:
+            return (
+                f"{head} They fit task raw (edge reads them as features, not class scores; by "
+                f"shape they would also fit {', '.join(fitting)}): {undo} or use --task raw "
+                "to see their statistics."
+            )
+        return (
+            f"{head} They fit no task edge decodes, only raw: {undo} (edge then reports them "
+            "as raw) or use --task raw to see their statistics; outputs like these (such as "
+            "BlazeFace's anchor rows) need a decoder made for the model."
+        )
+
+    def _check_allow(self, allow: frozenset[str], from_overrides: bool) -> None:
+        """Refuse labels to report that the model does not have (they would silently match
+        nothing)."""
+        if not allow:
+            return
+        where = (
+            "--labels (or [model] labels)"
+            if from_overrides
+            else f"postprocess.allow in {self.spec.directory or self.spec.path}"
+        )
+        name = self.spec.name
+        known = self.postprocessor.known_labels()
+        if known is None:
+            unknown = sorted(a for a in allow if not a.isdigit())
+            if unknown:
+                raise ModelError(
+                    f"{name} has no labels, so it names classes by number, but {where} asks "
+                    f"for {', '.join(map(repr, unknown))}. Give class numbers, or add a "
+                    "labels.txt to the model directory."
+                )
+            return
+        if not known:
+            raise ModelError(
+                f"{where} selects labels ({', '.join(sorted(allow))}), but {name} reports task "
+                f"{self.task}, which has no labels. Drop the labels filter, or use a task that "
+                "reports classes."
+            )
+        unknown = sorted(allow - known)
+        if not unknown:
+            return
+        close = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        ids = range(self.postprocessor.classes or 0) or sorted(self.postprocessor.names)
+        listed = [self.postprocessor.label(c) for c in ids]
+        shown = ", ".join(listed[:_LISTED_LABELS])
+        if len(listed) > _LISTED_LABELS:
+            source = self.spec.labels_source or "the labels"
+            shown += f", … ({len(listed)} in all, see {source})"
+        raise ModelError(
+            f"{where} names {', '.join(map(repr, unknown))}, which {name} does not "
+            f"have{hint}; it would never be reported. The model's labels: {shown}."
+        )
 
     @classmethod
     def load(

@@ -13,6 +13,8 @@ so callers catch one family. Every message names what was wrong and what to do n
     └── SinkError                  exit 1   a result sink (MQTT, outbox) failed
 
 78 is in ``RestartPreventExitStatus=`` of the systemd unit: restarting cannot fix a bad setting.
+Besides these: 2 (EX_USAGE) a command line argparse or a command refused; 3 (EX_QUALITY) the
+``edge quantize`` quality gate failed; 130 (EX_INTERRUPTED) stopped by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from collections.abc import Sequence
 EX_OK = 0
 EX_SOFTWARE = 1
 EX_USAGE = 2
+EX_QUALITY = 3  # edge quantize: the int8 model was written but missed its --max-drop gate
 EX_NOINPUT = 66
 EX_CONFIG = 78
+EX_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 class EdgeError(Exception):

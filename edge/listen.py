@@ -7,15 +7,12 @@ size only. Stops after ``--count`` messages or ``--timeout`` seconds; Ctrl-C end
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, NamedTuple, TextIO
 
@@ -23,8 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.argtypes import broker_address, number, whole
-from edge.errors import ConfigError, EdgeError, SinkError
+from edge.errors import SinkError
 from edge.sinks.mqtt_settings import (
     MqttSettings,
     read_password,
@@ -265,20 +261,32 @@ def _stats_summary(data: dict[str, Any]) -> str:
     cams = data.get("cameras")
     if not isinstance(cams, dict):
         return _flat_summary(data)
-    parts = [f"rss {data.get('rss_mb')} MiB", f"cpu {data.get('cpu_percent')} %"]
-    if data.get("cpu_temp_c") is not None:
+    parts = [
+        p
+        for p in (
+            _figure("rss", data.get("rss_mb"), "MiB"),
+            _figure("cpu", data.get("cpu_percent"), "%"),
+        )
+        if p
+    ]
+    if isinstance(data.get("cpu_temp_c"), int | float):
         parts.append(f"{data['cpu_temp_c']:.0f} °C")
     for name, cam in cams.items():
         if not isinstance(cam, dict):
             continue
-        inv = cam.get("latency_ms", {}).get("invoke", {}).get("p50")
-        e2e = cam.get("latency_ms", {}).get("e2e", {}).get("p50")
-        parts.append(
-            f"{name}: {cam.get('fps_in')}→{cam.get('fps_out')} fps, {cam.get('inferred')} "
-            f"inferred, {cam.get('dropped')} dropped, "
-            f"{cam.get('skipped_latency', 0) + cam.get('skipped_motion', 0)} skipped, "
-            f"invoke p50 {inv} ms, e2e p50 {e2e} ms"
-        )
+        figures = [
+            f"{name}: {cam.get('fps_in')}→{cam.get('fps_out')} fps",
+            f"{cam.get('inferred')} inferred",
+            f"{cam.get('dropped')} dropped",
+            f"{cam.get('skipped_latency', 0) + cam.get('skipped_motion', 0)} skipped",
+        ]
+        # No percentiles until a frame went through (the first stats, a camera still opening).
+        latency = cam.get("latency_ms")
+        for stage in ("invoke", "e2e"):
+            pct = latency.get(stage) if isinstance(latency, dict) else None
+            p50 = pct.get("p50") if isinstance(pct, dict) else None
+            figures.append(_figure(f"{stage} p50", p50, "ms") or f"no {stage} times yet")
+        parts.append(", ".join(figures))
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict):
         parts.append(
@@ -288,6 +296,13 @@ def _stats_summary(data: dict[str, Any]) -> str:
     if data.get("memory_over_budget"):
         parts.append("MEMORY OVER BUDGET")
     return "; ".join(parts)
+
+
+def _figure(name: str, value: object, unit: str) -> str:
+    """``"name value unit"``, or empty when the payload has no number there."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return ""
+    return f"{name} {value} {unit}"
 
 
 def _flat_summary(data: dict[str, Any]) -> str:
@@ -306,119 +321,3 @@ def _flat_summary(data: dict[str, Any]) -> str:
     walk(data, "")
     more = f" (+{len(flat) - MAX_STATS_ITEMS})" if len(flat) > MAX_STATS_ITEMS else ""
     return " ".join(flat[:MAX_STATS_ITEMS]) + more
-
-
-# -- CLI wiring -----------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``edge listen``'s options to its sub-parser."""
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="take the broker, prefix, device, login and TLS settings from a daemon's "
-        "configuration file; the options below override it",
-    )
-    parser.add_argument(
-        "--broker",
-        type=broker_address,
-        default=None,
-        metavar="HOST:PORT",
-        help="MQTT broker to listen on (default localhost:1883; port defaults to 1883)",
-    )
-    parser.add_argument(
-        "--prefix", type=_prefix, default=None, help="topic prefix devices use (default edge)"
-    )
-    parser.add_argument(
-        "--device",
-        type=_device,
-        default=None,
-        help="only this device id (default: all devices, or the --config file's device)",
-    )
-    parser.add_argument("--username", default=None, help="MQTT login")
-    parser.add_argument(
-        "--password-file",
-        default=None,
-        metavar="FILE",
-        help="file holding the password for --username (never given on the command line)",
-    )
-    parser.add_argument(
-        "--tls", action="store_true", help="use TLS, trusting the system's certificate authorities"
-    )
-    parser.add_argument("--tls-ca", default=None, metavar="FILE", help="CA certificate (PEM)")
-    parser.add_argument("--tls-cert", default=None, metavar="FILE", help="client certificate (PEM)")
-    parser.add_argument("--tls-key", default=None, metavar="FILE", help="client key (PEM)")
-    parser.add_argument(
-        "--raw", action="store_true", help="print one JSON object per message, for machines"
-    )
-    parser.add_argument(
-        "--count", type=whole(1), default=None, metavar="N", help="stop after N messages"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=number(0.0, above=True),
-        default=None,
-        metavar="S",
-        help="stop after S seconds",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``edge listen`` with parsed arguments; returns the exit code (errors go to stderr)."""
-    try:
-        s = _settings(args)
-        return listen(
-            s.host,
-            s.port,
-            s.prefix,
-            args.device or (s.device if args.config else None),
-            args.raw,
-            args.count,
-            args.timeout,
-            sys.stdout,
-            security=s,
-        )
-    except EdgeError as exc:
-        print(f"edge listen: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-def _settings(args: argparse.Namespace) -> MqttSettings:
-    """Broker, prefix, login and TLS: the --config file's [mqtt] section, then the options."""
-    if args.config:
-        from edge.config import load
-        from edge.daemon import mqtt_settings
-
-        base = mqtt_settings(load(args.config))
-    else:
-        base = MqttSettings(device="edge-listen")
-    changes: dict[str, Any] = {}
-    if args.broker is not None:
-        changes["host"], changes["port"] = args.broker
-    if args.prefix is not None:
-        changes["prefix"] = args.prefix
-    if args.username is not None:
-        changes["username"] = args.username
-    for key in ("password_file", "tls_ca", "tls_cert", "tls_key"):
-        if getattr(args, key) is not None:
-            changes[key] = getattr(args, key)
-    if args.tls:
-        changes["tls"] = True
-    return replace(base, **changes)
-
-
-def _device(text: str) -> str:
-    try:
-        validate_topic_part(text, "--device")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(exc.problems[0]) from exc
-    return text
-
-
-def _prefix(text: str) -> str:
-    for level in text.split("/"):
-        try:
-            validate_topic_part(level, "--prefix level")
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(exc.problems[0]) from exc
-    return text

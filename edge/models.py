@@ -33,9 +33,13 @@ class PostprocessConfig:
     """Thresholds and limits for turning outputs into results.
 
     threshold: minimum score (0..1) for detections and classes. iou_threshold: NMS overlap above
-    which the lower-scoring box of the same class is dropped. logits: the classifier outputs
-    logits (apply softmax); None = decide from the values. labels_offset: added to a class id
-    before the label lookup (for label files that start with a background entry).
+    which the lower-scoring box of the same class is dropped. logits: the classifier (or
+    single-channel segmenter) outputs logits (apply softmax or sigmoid); None = decide from the
+    values. labels_offset: added to a class id before the label lookup (1 for a label file that
+    starts with a background entry the model lacks, -1 for one that leaves out the model's
+    background class 0); None = work it out from the labels and the model's class count
+    (:func:`edge.labels.fit_labels`). segmentation_threshold: probability (0..1) from which a
+    pixel of a single-channel (sigmoid) segmentation output is foreground.
     allow: when non-empty, only these labels are reported.
     """
 
@@ -44,7 +48,8 @@ class PostprocessConfig:
     max_detections: int = 20
     top_k: int = 3
     logits: bool | None = None
-    labels_offset: int = 0
+    labels_offset: int | None = None
+    segmentation_threshold: float = 0.5
     allow: frozenset[str] = frozenset()
 
     def problems(self) -> list[str]:
@@ -57,6 +62,11 @@ class PostprocessConfig:
             out.append("max_detections: must be at least 1")
         if self.top_k < 1:
             out.append("top_k: must be at least 1")
+        if not 0.0 <= self.segmentation_threshold <= 1.0:
+            out.append("segmentation_threshold: must be within 0..1")
+        offset = self.labels_offset
+        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)):
+            out.append("labels_offset: must be an integer (such as -1 or 1)")
         return out
 
 
@@ -66,6 +76,8 @@ class ModelSpec:
 
     preprocess: None when neither a manifest nor metadata says; the engine then derives it from
     the input tensor's quantization. task: None means infer it from the output tensors.
+    labels_source: where ``labels`` came from (a file path or the model's metadata), for
+    messages.
     """
 
     path: Path
@@ -77,6 +89,7 @@ class ModelSpec:
     postprocess: PostprocessConfig = PostprocessConfig()
     description: str = ""
     directory: Path | None = None
+    labels_source: str = ""
 
 
 def model_search_path() -> list[Path]:
@@ -221,6 +234,7 @@ def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
         label_file = next((c for c in candidates if c.is_file()), None)
         if named and label_file is None:
             raise ModelError(f"{where} names labels file {named!r}, which does not exist")
+    labels_source = ""
     if label_file is not None:
         try:
             labels = parse_labels(label_file.read_text(encoding="utf-8"))
@@ -231,13 +245,15 @@ def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
             ) from exc
         except OSError as exc:
             raise ModelError(f"cannot read {label_file}: {exc.strerror}") from exc
+        labels_source = str(label_file)
 
     name = str(manifest.get("name") or (directory.name if directory else path.stem))
     version = str(manifest.get("version", ""))
     description = str(manifest.get("description", ""))
     meta = read_metadata(path)
     if meta is not None:
-        labels = labels or meta.labels
+        if not labels and meta.labels:
+            labels, labels_source = meta.labels, f"the labels in {path.name}'s metadata"
         version = version or meta.version
         description = description or meta.description
         if pre is None and meta.mean is not None and meta.std is not None:
@@ -252,4 +268,5 @@ def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
         postprocess=post,
         description=description,
         directory=directory,
+        labels_source=labels_source,
     )

@@ -27,8 +27,8 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from edge.errors import SinkError

@@ -371,20 +371,12 @@ def runtime_options(config: Config) -> RuntimeOptions:
         delegate=m.delegate,
         device=m.edgetpu_device or None,
         fallback=m.edgetpu_fallback,
+        backend=m.runtime or None,
     )
 
 
 def overrides(config: Config) -> Overrides:
-    m = config.model
-    return Overrides(
-        task=m.task or None,
-        threshold=m.threshold if m.threshold >= 0 else None,
-        iou_threshold=m.iou_threshold if m.iou_threshold > 0 else None,
-        top_k=m.top_k or None,
-        max_detections=m.max_detections or None,
-        allow=frozenset(m.labels) if m.labels else None,
-        resize=m.resize or None,
-    )
+    return Overrides.from_settings(config.model)
 
 
 class Pipeline:

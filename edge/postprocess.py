@@ -1,9 +1,9 @@
 """Model outputs → results: classification top-k, SSD, YOLOv5/v8 with class-aware NMS,
-segmentation, and raw summaries.
+segmentation (per-class scores, sigmoid foreground or class ids), and raw summaries.
 
-The decoder is chosen once per model from its output tensors (:func:`infer_task`) and built with
-everything it needs (labels, thresholds, quantization) so per-frame work is only the decode.
-Boxes come out as x0, y0, x1, y1 normalized to the source frame and clipped to 0..1.
+The decoder is chosen once per model from its output tensors (:func:`edge.tasks.infer_task`) and
+built with everything it needs (labels, thresholds, quantization) so per-frame work is only the
+decode. Boxes come out as x0, y0, x1, y1 normalized to the source frame and clipped to 0..1.
 """
 
 from __future__ import annotations
@@ -18,9 +18,18 @@ from edge.errors import ModelError
 from edge.models import PostprocessConfig
 from edge.preprocess import TensorSpec, Transform
 from edge.result import ClassScore, Detection, RawOutput, Segment, box_from_array
+from edge.tasks import (
+    ARGMAX,
+    PROBABILITY,
+    SSD,
+    YOLOV5,
+    YOLOV8,
+    class_count,
+    infer_task,
+    segmentation_mode,
+)
 
-# Layouts a single-output detection model can have.
-SSD, YOLOV5, YOLOV8 = "ssd", "yolov5", "yolov8"
+__all__ = ["SSD", "YOLOV5", "YOLOV8", "Decoded", "Postprocessor", "infer_task"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,37 +43,6 @@ class Decoded:
     mask: np.ndarray | None = None
 
 
-def infer_task(outputs: Sequence[TensorSpec]) -> tuple[str, str]:
-    """Guess (task, layout) from output tensor shapes.
-
-    Known shapes: SSD post-processed (4 outputs: boxes [1,N,4], classes [1,N], scores [1,N],
-    count [1]); YOLOv5 [1,N,5+C] (N > 5+C); YOLOv8 [1,4+C,N] (N > 4+C); classification [1,C]
-    or [1,1,1,C]; segmentation [1,H,W,C] or [1,H,W] with H,W > 1. Anything else is ``raw``.
-    The limits of the heuristic: a YOLO head with fewer anchors than channels is ambiguous and
-    is read as v8 when the middle axis is the smaller one.
-    """
-    shapes = [tuple(o.shape) for o in outputs]
-    if len(shapes) == 4 and sorted(len(s) for s in shapes) == [1, 2, 2, 3]:
-        return "detection", SSD
-    if len(shapes) == 1:
-        s = shapes[0]
-        if len(s) == 2 and s[0] == 1:
-            return "classification", ""
-        if len(s) == 4 and s[:3] == (1, 1, 1):
-            return "classification", ""
-        if len(s) == 3 and s[0] == 1:
-            a, b = s[1], s[2]
-            if b >= 6 and a > b:
-                return "detection", YOLOV5
-            if a >= 5 and b > a:
-                return "detection", YOLOV8
-        if (len(s) == 4 and s[0] == 1 and s[1] > 1 and s[2] > 1) or (
-            len(s) == 3 and s[0] == 1 and s[1] > 1 and s[2] > 1
-        ):
-            return "segmentation", ""
-    return "raw", ""
-
-
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max())
     out: np.ndarray = e / e.sum()
@@ -73,7 +51,12 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 class Postprocessor:
     """Decodes one model's outputs. Thread affinity: one thread at a time (the daemon's result
-    thread for that model)."""
+    thread for that model).
+
+    ``labels`` are as read from the labels file or metadata; ``config.labels_offset`` (None
+    counts as 0) shifts them onto class ids once, here. A negative offset leaves class 0 without
+    a line: it is the background of the "class 0 is background" convention and is named so.
+    """
 
     def __init__(
         self,
@@ -88,7 +71,6 @@ class Postprocessor:
         self.outputs = tuple(outputs)
         self.labels = labels
         self.config = config
-        self._label_cache: dict[int, str] = {}
         decoders: dict[str, Callable[[list[np.ndarray], Transform], Decoded]] = {
             "classification": self._classification,
             "segmentation": self._segmentation,
@@ -104,14 +86,26 @@ class Postprocessor:
         self._decode = decoders[task]
         if task == "detection" and layout == SSD:
             self._ssd_roles = _ssd_roles(self.outputs)
+        self.classes = class_count(task, layout, self.outputs)
+        offset = config.labels_offset or 0
+        self.names = {i - offset: name for i, name in labels.items() if i - offset >= 0}
+        if offset < 0:
+            self.names.setdefault(0, "background")
+        if task == "segmentation":
+            self._init_segmentation()
 
     def label(self, class_id: int) -> str:
         """The label of ``class_id`` (its number when the labels do not name it)."""
-        name = self._label_cache.get(class_id)
-        if name is None:
-            name = self.labels.get(class_id + self.config.labels_offset, str(class_id))
-            self._label_cache[class_id] = name
-        return name
+        return self.names.get(class_id) or str(class_id)
+
+    def known_labels(self) -> frozenset[str] | None:
+        """Every label this decoder can report, or None when it names classes by number and
+        their count is unknown (an SSD model without labels)."""
+        if self.task == "raw":
+            return frozenset()
+        if self.classes is None:
+            return frozenset(self.names.values()) if self.names else None
+        return frozenset(self.label(c) for c in range(self.classes))
 
     def __call__(self, values: list[np.ndarray], transform: Transform) -> Decoded:
         """Decode raw output arrays (as stored, quantized or not) for one frame."""
@@ -221,20 +215,52 @@ class Postprocessor:
         self._input_hw = (height, width)
 
     # -- segmentation ---------------------------------------------------------------------
+    def _init_segmentation(self) -> None:
+        """Plan the mask decode once: argmax, or the foreground threshold in the output's own
+        domain (quantized steps, probabilities, or logits when ``config.logits`` says so)."""
+        spec = self.outputs[0]
+        self._seg_mode = segmentation_mode(spec)
+        if self._seg_mode != PROBABILITY:
+            return
+        if not self.labels:
+            self.names = {0: "background", 1: "foreground"}
+        t = self.config.segmentation_threshold
+        # sigmoid(x) >= t  ⇔  x >= log(t / (1 - t)), for a float output of logits
+        self._seg_logit_cut = (
+            math.log(t / (1 - t)) if 0 < t < 1 else (-math.inf if t <= 0 else math.inf)
+        )
+        cut = self._seg_logit_cut if self.config.logits else t
+        if spec.quantized and math.isfinite(cut):
+            # real = scale * (q - zero_point) >= cut  ⇔  q >= zero_point + cut / scale
+            cut = float(math.ceil(spec.zero_point + cut / spec.scale - 1e-6))
+        self._seg_cut = cut
+
     def _segmentation(self, values: list[np.ndarray], transform: Transform) -> Decoded:
         out = values[0][0]
-        if out.ndim == 3 and out.shape[2] > 1:
+        h, w = out.shape[0], out.shape[1]
+        if self._seg_mode == ARGMAX:
             # argmax is invariant under the (monotonic) dequantization: skip it.
             mask = out.argmax(axis=2).astype(np.uint8 if out.shape[2] <= 256 else np.int32)
+        elif self._seg_mode == PROBABILITY:
+            cut = self._seg_cut
+            undeclared = self.config.logits is None and not self.outputs[0].quantized
+            # Undeclared and not known from the graph: values outside 0..1 are logits.
+            if undeclared and (out.min() < -1e-3 or out.max() > 1.0 + 1e-3):
+                cut = self._seg_logit_cut
+            mask = (out.reshape(h, w) >= cut).view(np.uint8)
         else:
-            mask = out.reshape(out.shape[0], out.shape[1]).astype(np.int32)
-        h, w = mask.shape
+            mask = out.reshape(h, w).astype(np.int32)
         x0, y0, x1, y1 = transform.valid
         region = mask[round(y0 * h) : round(y1 * h) or h, round(x0 * w) : round(x1 * w) or w]
-        counts = np.bincount(region.reshape(-1), minlength=1)
+        flat = region.reshape(-1)
+        if self._seg_mode not in (ARGMAX, PROBABILITY):
+            flat = flat[flat >= 0]  # negative ids mark "ignore" in some exports
+        counts = np.bincount(flat, minlength=2 if self._seg_mode == PROBABILITY else 1)
         total = max(1, region.size)
         segs = []
-        for cid in np.nonzero(counts)[0]:
+        # A sigmoid mask reports both classes, also at 0 %: "no foreground" is an answer.
+        present = range(2) if self._seg_mode == PROBABILITY else np.nonzero(counts)[0]
+        for cid in present:
             frac = counts[cid] / total
             label = self.label(int(cid))
             if self._allowed(label):

@@ -19,7 +19,7 @@ from edge.config import Config
 from edge.engine import Engine
 from edge.errors import ConfigError, EdgeError, InputError
 from edge.pipeline import overrides, runtime_options, source_spec
-from edge.sinks.mqtt_settings import MqttSettings, check_files, settings_from_config
+from edge.sinks.mqtt_settings import MqttSettings, check_files
 from edge.sources.opencv import classify
 
 
@@ -41,7 +41,7 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
     missing: list[str] = []
     settings: MqttSettings | None = None
     try:
-        settings = settings_from_config(config)
+        settings = MqttSettings.from_config(config)
         check_files(settings)
     except ConfigError as exc:
         problems.extend(exc.problems)

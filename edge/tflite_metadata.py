@@ -1,10 +1,11 @@
 """Read the labels, input normalization and description that many published .tflite models carry
 inside themselves (TFLite Metadata, as written by TFLite Model Maker, TF Hub, MediaPipe and
-Coral tools), without TensorFlow or tflite-support. The metadata is a second flatbuffer
-(``metadata_schema.fbs``, file identifier ``M001``) stored in a model buffer that the model's
-``metadata`` list names ``TFLITE_METADATA``; the files it refers to (``labels.txt``, …) are a
-ZIP archive appended to the model. A small flatbuffer table reader below walks exactly the fields
-edge needs; field ids are the declaration order in the two schemas, noted beside each use.
+Coral tools), and which operator computes each output, without TensorFlow or tflite-support.
+The metadata is a second flatbuffer (``metadata_schema.fbs``, file identifier ``M001``) stored
+in a model buffer that the model's ``metadata`` list names ``TFLITE_METADATA``; the files it
+refers to (``labels.txt``, …) are a ZIP archive appended to the model. A small flatbuffer table
+reader below walks exactly the fields edge needs; field ids are the declaration order in the two
+schemas, noted beside each use.
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ class _Table:
 
     def string(self, fid: int) -> str:
         return self.raw(fid).decode("utf-8")
+
+    def ints(self, fid: int) -> tuple[int, ...]:
+        start, n = self._vector(fid, 4)
+        return tuple(int(v) for v in struct.unpack_from(f"<{n}i", self.buf, start))
 
     def floats(self, fid: int) -> tuple[float, ...]:
         start, n = self._vector(fid, 4)
@@ -283,3 +288,85 @@ def structure_problem(path: Path) -> str | None:
     except (OSError, ValueError, *_BAD_DATA) as exc:
         return str(exc)
     return None
+
+
+# BuiltinOperator codes (schema.fbs) of the operators whose meaning edge reads from a graph.
+_OP_NAMES = {
+    0: "ADD",
+    1: "AVERAGE_POOL_2D",
+    2: "CONCATENATION",
+    3: "CONV_2D",
+    4: "DEPTHWISE_CONV_2D",
+    6: "DEQUANTIZE",
+    9: "FULLY_CONNECTED",
+    11: "L2_NORMALIZATION",
+    14: "LOGISTIC",
+    17: "MAX_POOL_2D",
+    22: "RESHAPE",
+    23: "RESIZE_BILINEAR",
+    25: "SOFTMAX",
+    28: "TANH",
+    39: "TRANSPOSE",
+    40: "MEAN",
+    43: "SQUEEZE",
+    50: "LOG_SOFTMAX",
+    53: "CAST",
+    56: "ARG_MAX",
+    70: "EXPAND_DIMS",
+    74: "SUM",
+    82: "REDUCE_MAX",
+    97: "RESIZE_NEAREST_NEIGHBOR",
+    114: "QUANTIZE",
+    126: "BATCH_MATMUL",
+}
+BUILTIN_OPS = frozenset(_OP_NAMES.values())
+_CUSTOM = 32
+# Operators that re-encode or re-shape values without changing what they mean.
+_PASS_THROUGH = frozenset({"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CAST"})
+
+
+def output_producers(path: Path) -> dict[int, str]:
+    """For each output of the model's first subgraph (keyed by tensor index, as the interpreter's
+    output details number them), the operator that computes its values: the last one writing
+    it, looking through operators that only re-encode or re-shape values (QUANTIZE, DEQUANTIZE,
+    RESHAPE, SQUEEZE, EXPAND_DIMS, CAST) along their first input. Builtin operators are named as
+    in the TFLite schema (``SOFTMAX``, ``MEAN``, ``"op 97"`` for codes not listed here), custom
+    ones by their custom code (``edgetpu-custom-op``); an output written by no operator maps to
+    ``""``. Empty when the file cannot be read as a model: the runtime reports that better."""
+    try:
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            model = _Table(mm, _read(mm, "<I", 0))
+            names = []
+            for code in model.tables(1):  # Model.operator_codes
+                # OperatorCode: deprecated_builtin_code 0 (int8), custom_code 1, builtin_code 3;
+                # writers since schema 3a fill both codes, older ones only the first.
+                number = max(code.scalar(0, "<b"), code.scalar(3, "<i"))
+                name = code.string(1) if number == _CUSTOM else ""
+                names.append(name or _OP_NAMES.get(number, f"op {number}"))
+            graphs = model.tables(2)  # Model.subgraphs
+            if not graphs:
+                return {}
+            graph = graphs[0]
+            writer: dict[int, tuple[str, tuple[int, ...]]] = {}
+            for op in graph.tables(3):  # SubGraph.operators; Operator: opcode_index 0, inputs 1
+                index = op.scalar(0, "<I")
+                name = names[index] if index < len(names) else f"op code {index}"
+                for t in op.ints(2):  # Operator.outputs
+                    writer[t] = (name, op.ints(1))
+            found = {}
+            for out in graph.ints(2):  # SubGraph.outputs
+                t, name = out, ""
+                for _ in range(len(writer)):  # a cycle would be a broken model: stop anyway
+                    if t not in writer:
+                        break
+                    name, inputs = writer[t]
+                    if name not in _PASS_THROUGH or not inputs:
+                        break
+                    t = inputs[0]
+                else:
+                    name = ""
+                found[out] = name if t in writer else ""
+            return found
+    except (OSError, ValueError, *_BAD_DATA) as exc:
+        log.debug("%s: cannot read the operator graph (%s)", path, exc)
+        return {}

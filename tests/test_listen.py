@@ -15,8 +15,10 @@ import pytest
 from broker import Broker, free_port, make_certificates
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.cli import main
+from edge.commands.listen import add_arguments
 from edge.errors import SinkError
-from edge.listen import add_arguments, listen, run
+from edge.listen import listen
 
 RESULT = {
     "schema": 1,
@@ -147,14 +149,14 @@ def test_unreachable_broker_raises_sink_error() -> None:
         listen("127.0.0.1", port, "edge", None, False, 1, 1, io.StringIO())
 
 
-def test_cli_unreachable_broker_exits_1_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
-    """run() turns an unreachable broker into exit code 1 and one message on stderr."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--broker", f"127.0.0.1:{free_port()}", "--count", "1"])
-    assert run(args) == 1
+def test_cli_unreachable_broker_exits_1_with_a_message(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`edge listen` turns an unreachable broker into exit code 1 and one message on stderr."""
+    monkeypatch.setattr("edge.cli.setup_logging", lambda level: None)  # keep pytest's handlers
+    assert main(["listen", "--broker", f"127.0.0.1:{free_port()}", "--count", "1"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("edge listen: cannot reach the MQTT broker at 127.0.0.1:")
+    assert err.startswith("edge: error: cannot reach the MQTT broker at 127.0.0.1:")
 
 
 @pytest.mark.parametrize(

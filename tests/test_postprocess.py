@@ -16,6 +16,7 @@ from edge.postprocess import (
     nms_class_aware,
 )
 from edge.preprocess import TensorSpec, Transform
+from edge.tasks import feature_reason, fit_problem
 
 LABELS = {0: "circle", 1: "square", 2: "triangle"}
 
@@ -249,3 +250,66 @@ def test_nms_matches_opencv_reference() -> None:
             want += idx[np.asarray(kept, dtype=np.int64).reshape(-1)].tolist()
         assert sorted(got.tolist()) == sorted(want), trial
         assert np.all(np.diff(scores[got]) <= 0)  # highest score first
+
+
+def test_uint8_sigmoid_mask_is_dequantized_before_the_threshold() -> None:
+    """A uint8 [1,H,W,1] probability output is cut at the threshold in real units, not cast:
+    q=128 (0.5) is foreground at 0.5, q=127 is not; a label names the foreground."""
+    spec = out((1, 2, 4, 1), np.uint8, 1 / 256, 0)
+    q = np.array([[[[0], [127], [128], [255]], [[10], [200], [250], [3]]]], np.uint8)
+    cfg = PostprocessConfig(labels_offset=-1)
+    p = Postprocessor("segmentation", "", [spec], {0: "person"}, cfg)
+    decoded = p([q], Transform())
+    assert decoded.mask is not None
+    np.testing.assert_array_equal(decoded.mask, [[0, 0, 1, 1], [0, 1, 1, 0]])
+    assert {(s.label, s.fraction) for s in decoded.segments} == {
+        ("person", 0.5),
+        ("background", 0.5),
+    }
+    strict = PostprocessConfig(labels_offset=-1, segmentation_threshold=0.9)
+    mask = Postprocessor("segmentation", "", [spec], {0: "person"}, strict)([q], Transform()).mask
+    assert mask is not None and int(mask.sum()) == 2  # 250 and 255 only
+
+
+def test_float_sigmoid_logits_are_thresholded_as_logits() -> None:
+    """A float single-channel output with values outside 0..1 is read as logits: the cut is
+    logit(threshold), so 0.3 (sigmoid 0.57) is foreground at 0.5 and -0.3 is not."""
+    logits = np.array([[[-4.0, -0.3], [0.3, 5.0]]], np.float32)  # [1,H,W]
+    p = Postprocessor("segmentation", "", [out(logits.shape)], {}, PostprocessConfig())
+    decoded = p([logits], Transform())
+    assert decoded.mask is not None
+    np.testing.assert_array_equal(decoded.mask, [[0, 0], [1, 1]])
+    assert {s.label for s in decoded.segments} == {"background", "foreground"}
+
+
+def test_fit_problem_names_what_each_task_needs() -> None:
+    """Each task checks the outputs it decodes: SSD outputs are no classifier, a classifier
+    no mask, BlazeFace rows no mask of a square input, int ids no scores."""
+    ssd = [out((1, 10, 4)), out((1, 10)), out((1, 10)), out((1,))]
+    assert fit_problem("detection", ssd) == ""
+    assert fit_problem("classification", ssd).startswith("classification needs one output")
+    assert fit_problem("segmentation", [out((1, 12))]).startswith("segmentation needs")
+    blaze = [out((1, 896, 16))]
+    assert "a 896x16 output is no mask of the 128x128 input" in fit_problem(
+        "segmentation", blaze, (128, 128)
+    )
+    assert fit_problem("segmentation", [out((1, 64, 48, 21))], (256, 192)) == ""
+    assert fit_problem("classification", [out((1, 5), np.int64)]) != ""
+    assert fit_problem("raw", blaze) == ""
+
+
+def test_infer_task_tells_features_from_class_scores() -> None:
+    """With the graph known, a [1,C] output from MEAN or a pool is raw features; from SOFTMAX,
+    a dense layer, or with labels it stays classification; an opaque graph falls back on
+    the quantization and the output name."""
+    feat = out((1, 1024), index=7)
+    assert infer_task([feat], {7: "MEAN"}) == ("raw", "")
+    assert infer_task([feat], {7: "AVERAGE_POOL_2D"}) == ("raw", "")
+    assert infer_task([feat], {7: "MEAN"}, labelled=True)[0] == "classification"
+    assert infer_task([feat], {7: "SOFTMAX"})[0] == "classification"
+    assert infer_task([feat], {7: "FULLY_CONNECTED"})[0] == "classification"
+    named = out((1, 128), name="embeddings", index=3)
+    assert infer_task([named], {3: "edgetpu-custom-op"}) == ("raw", "")
+    q = out((1, 128), np.uint8, 1 / 256, 0, name="embeddings", index=3)
+    assert infer_task([q], {3: "edgetpu-custom-op"})[0] == "classification"
+    assert "computed by MEAN" in feature_reason(feat, "MEAN", False)

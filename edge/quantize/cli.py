@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge.argtypes import channel_values, number, whole
-from edge.errors import EX_SOFTWARE, ConfigError, EdgeError
+from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -206,13 +206,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_level != "debug":
         # TensorFlow's C++ side logs converter internals to stderr at INFO.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        return run(args)
-    except EdgeError as exc:
-        print(f"edge quantize: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except Exception:  # a bug: keep the traceback, it is what a report needs
-        log.exception("unexpected error (please report it with the traceback above)")
-        return EX_SOFTWARE
+    from edge.commands import execute
+
+    return execute(run, args, prog="edge quantize")

@@ -11,11 +11,14 @@ import os
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 
-from edge.config import Config
 from edge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edge.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +172,36 @@ class MqttSettings:
         if problems:
             raise ConfigError(problems)
 
+    @classmethod
+    def from_config(cls, config: Config) -> MqttSettings:
+        """The settings of a configuration's ``[mqtt]`` section and device (the daemon's sink,
+        ``edge listen --config``)."""
+        m = config.mqtt
+        return cls(
+            host=m.host,
+            port=m.port,
+            client_id=m.client_id or f"edge-{config.device}",
+            username=m.username or None,
+            password_file=_optional_path(m.password_file),
+            tls_ca=_optional_path(m.tls_ca),
+            tls_cert=_optional_path(m.tls_cert),
+            tls_key=_optional_path(m.tls_key),
+            tls_insecure=m.tls_insecure,
+            protocol=m.protocol,
+            qos=m.qos,
+            keepalive=m.keepalive,
+            prefix=m.prefix,
+            device=config.device,
+            max_payload_bytes=m.max_payload_kb * 1024,
+            inflight=m.inflight,
+            spool_after_s=m.spool_after_s,
+            outbox_max_rows=m.outbox_max_rows,
+            ram_max_rows=m.ram_max_rows,
+            ram_window=m.ram_window,
+            reconnect_min_s=m.reconnect_min_s,
+            reconnect_max_s=m.reconnect_max_s,
+        )
+
     @property
     def effective_client_id(self) -> str:
         """``client_id``, or ``edge-<device>``."""
@@ -182,6 +215,10 @@ class MqttSettings:
     @property
     def uses_tls(self) -> bool:
         return self.tls or any(p is not None for p in (self.tls_ca, self.tls_cert, self.tls_key))
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
 
 
 def read_password(s: MqttSettings) -> str | None:
@@ -209,35 +246,6 @@ def read_password(s: MqttSettings) -> str | None:
             f"mqtt.username: a password is configured ({path}) but no username; set one"
         )
     return secret
-
-
-def settings_from_config(config: Config) -> MqttSettings:
-    """The sink's settings from a validated configuration's ``[mqtt]`` section and device."""
-    m = config.mqtt
-    return MqttSettings(
-        host=m.host,
-        port=m.port,
-        client_id=m.client_id or f"edge-{config.device}",
-        username=m.username or None,
-        password_file=Path(m.password_file) if m.password_file else None,
-        tls_ca=Path(m.tls_ca) if m.tls_ca else None,
-        tls_cert=Path(m.tls_cert) if m.tls_cert else None,
-        tls_key=Path(m.tls_key) if m.tls_key else None,
-        tls_insecure=m.tls_insecure,
-        protocol=m.protocol,
-        qos=m.qos,
-        keepalive=m.keepalive,
-        prefix=m.prefix,
-        device=config.device,
-        max_payload_bytes=m.max_payload_kb * 1024,
-        inflight=m.inflight,
-        spool_after_s=m.spool_after_s,
-        outbox_max_rows=m.outbox_max_rows,
-        ram_max_rows=m.ram_max_rows,
-        ram_window=m.ram_window,
-        reconnect_min_s=m.reconnect_min_s,
-        reconnect_max_s=m.reconnect_max_s,
-    )
 
 
 def check_files(s: MqttSettings) -> None:

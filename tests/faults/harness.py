@@ -33,7 +33,9 @@ def config_text(
     host, port = (broker.host, broker.port) if isinstance(broker, Broker) else broker
     m = {"host": host, "port": port, "stats_interval": 1, "inflight": 16, **(mqtt or {})}
     lines = [f'device = "{DEVICE}"', f'state_dir = "{state}"', "[model]"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in {"path": "shapes-detector", **(model or {})}.items()]
+    lines += [
+        f"{k} = {json.dumps(v)}" for k, v in {"path": "shapes-detector", **(model or {})}.items()
+    ]
     lines += ["[mqtt]"] + [f"{k} = {json.dumps(v)}" for k, v in m.items()]
     for name, cam in (cameras or {"a": {}}).items():
         c = {"name": name, "source": "synthetic", "fps": 50, "width": 192, "height": 192, **cam}
@@ -146,11 +148,13 @@ def last_json(sub: Subscriber, suffix: str) -> dict[str, Any] | None:
 
 def wait_results(sub: Subscriber, n: int, timeout: float = 30.0, camera: str | None = None) -> bool:
     return sub.wait_until(
-        lambda ms: sum(
-            m.topic.endswith("/result") and (camera is None or f"/{camera}/" in m.topic)
-            for m in ms
-        )
-        >= n,
+        lambda ms: (
+            sum(
+                m.topic.endswith("/result") and (camera is None or f"/{camera}/" in m.topic)
+                for m in ms
+            )
+            >= n
+        ),
         timeout,
     )
 

@@ -57,9 +57,7 @@ def test_reload_with_an_unreadable_password_file_is_refused_and_delivery_goes_on
     sub.close()
 
 
-def test_refused_reload_applies_no_part_of_the_new_file(
-    broker: Broker, tmp_path: Path
-) -> None:
+def test_refused_reload_applies_no_part_of_the_new_file(broker: Broker, tmp_path: Path) -> None:
     """A reload that moves to a second broker and names a truncated model is refused as a whole:
     results stay on the first broker; an accepted move to the second later keeps seq going."""
     second = Broker(tmp_path / "second")
