@@ -52,9 +52,17 @@ def write_frames(folder: Path, images: list[np.ndarray]) -> str:
     return f"{folder}/"
 
 
-def camera(name: str, source: str, **settings: float) -> CameraSettings:
+def camera(
+    name: str, source: str, motion_threshold: float = 0.0, motion_max_skip_s: float = 10.0
+) -> CameraSettings:
     """A file camera read with realtime = false: it waits for inference instead of dropping."""
-    return replace(CameraSettings(source=source, name=name, realtime=False), **settings)
+    return CameraSettings(
+        source=source,
+        name=name,
+        realtime=False,
+        motion_threshold=motion_threshold,
+        motion_max_skip_s=motion_max_skip_s,
+    )
 
 
 def config(*cameras: CameraSettings, latency_ms: float = 1000.0, memory_mb: float = 0.0) -> Config:
