@@ -5,17 +5,25 @@ from another thread, so every structure here is guarded by its own small lock.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of an already sorted list; nan when empty."""
-    if not sorted_values:
+    """Nearest-rank percentile (q in 0..100) of an already sorted list; nan when empty.
+
+    The smallest sample with at least ``q`` % of the samples at or below it: the value at rank
+    ``ceil(q / 100 * n)`` (1-based), so always one of the samples, never an interpolation. p50 of
+    ``[1, 2, 3, 4]`` is 2, p0 is the minimum and p100 the maximum.
+    """
+    n = len(sorted_values)
+    if not n:
         return float("nan")
-    k = max(0, min(len(sorted_values) - 1, round(q / 100 * (len(sorted_values) - 1))))
-    return sorted_values[k]
+    # Rounded first so that float noise (0.07 * 100 = 7.000000000000001) cannot add a rank.
+    rank = math.ceil(round(q * n / 100, 9))
+    return sorted_values[max(0, min(n - 1, rank - 1))]
 
 
 class LatencyWindow:
@@ -42,7 +50,13 @@ class LatencyWindow:
 
 
 class RateMeter:
-    """Events per second over the last ``window`` seconds (monotonic clock)."""
+    """Events per second over the last ``window`` seconds (monotonic clock).
+
+    The rate is the number of intervals between the ticks still in the window divided by the
+    time from the first of them to now: ticks 1 s apart read 1.0/s, a steady rate reads exactly
+    at each tick, and after the last tick the rate decays, reaching 0 once fewer than two ticks
+    are left in the window.
+    """
 
     def __init__(self, window: float = 5.0) -> None:
         self._window = window
@@ -62,7 +76,7 @@ class RateMeter:
             if len(self._times) < 2:
                 return 0.0
             span = max(t - self._times[0], 1e-6)
-            return round(len(self._times) / max(span, min(self._window, span)), 2)
+            return round((len(self._times) - 1) / span, 2)
 
     def _trim(self, now: float) -> None:
         cutoff = now - self._window

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def keys(records: list[dict[str, Any]]) -> list[tuple[str, int | None]]:
     return [(r["path"], r["frame_index"]) for r in records]
 
 
-def settings(inputs: list[Path | str], out: Path, **kw: Any) -> BatchSettings:
+def settings(inputs: Sequence[Path | str], out: Path, **kw: Any) -> BatchSettings:
     kw.setdefault("model", "shapes-classifier")
     return BatchSettings(inputs=tuple(str(i) for i in inputs), output=out, **kw)
 

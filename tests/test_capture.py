@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge.capture import CaptureThread, LatestFrame
-from edge.errors import SourceError
+from edge.errors import InputError, SourceError
 from edge.frame import Frame
 from edge.sources import SourceSpec
 from edge.sources.opencv import OpenCVSource
@@ -138,7 +138,9 @@ def test_capture_thread_streams_into_the_handoff() -> None:
         cap.stop()
         cap.join(2)
     status = cap.status()
-    assert status["state"] == "stopped" and status["frames"] >= 2 and status["reopens"] == 0
+    frames = status["frames"]
+    assert isinstance(frames, int)
+    assert status["state"] == "stopped" and frames >= 2 and status["reopens"] == 0
     assert slot.closed
 
 
@@ -228,7 +230,8 @@ def test_capture_thread_fails_on_an_input_error(tmp_path: Path) -> None:
     cap.start()
     cap.join(5)
     err = cap.fatal_error()
-    assert cap.status()["state"] == "failed" and err is not None and err.exit_code == 66
+    assert cap.status()["state"] == "failed" and isinstance(err, InputError)
+    assert err.exit_code == 66
     assert "gone.mp4" in str(cap.status()["last_error"]) and slot.closed
 
 

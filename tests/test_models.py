@@ -31,7 +31,7 @@ SEED = 777_000  # far from the scripts' seeds (0, 1000, 2000)
 
 def truth_of(shapes: list[Shape], w: int, h: int) -> Boxes:
     boxes = np.array([s.box() for s in shapes], np.float64).reshape(-1, 4) / [w, h, w, h]
-    return Boxes.truth(np.clip(boxes, 0, 1), [SHAPES.index(s.kind) for s in shapes])
+    return Boxes.truth(np.clip(boxes, 0, 1).tolist(), [SHAPES.index(s.kind) for s in shapes])
 
 
 @pytest.mark.parametrize("name", BUNDLED)

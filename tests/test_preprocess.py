@@ -145,14 +145,21 @@ def test_writes_into_given_buffer_without_new_allocations(frame: np.ndarray) -> 
         PreprocessConfig(resize="letterbox", mean=(0.0,), std=(255.0,)),
     )
     tensor = np.zeros((1, 64, 64, 3), np.int8)
-    p.run(frame, tensor)
-    plan = next(iter(p._plans.values()))
-    buffers = [id(b) for b in (plan.canvas, plan.converted)]
+    assert p.run(frame, tensor) is not None
+    plan = p._plans[frame.shape]
+    canvas = plan.canvas
+    assert canvas is not None
     first = tensor.copy()
+    painted = canvas.copy()
+    other = np.ascontiguousarray(frame[::-1])  # same size, different pixels
+    p.run(other, tensor)
+    # Looked up again: a plan rebuilt for the second frame would be a different object.
+    assert len(p._plans) == 1 and p._plans[frame.shape] is plan and plan.canvas is canvas
+    assert not np.array_equal(canvas, painted), "the second frame was not drawn into the canvas"
+    fresh, _ = Preprocessor(p.spec, p.config).to_array(other)
+    np.testing.assert_array_equal(tensor, fresh)  # written into the given tensor
     p.run(frame, tensor)
-    assert [id(b) for b in (plan.canvas, plan.converted)] == buffers
-    assert len(p._plans) == 1
-    np.testing.assert_array_equal(tensor, first)
+    np.testing.assert_array_equal(tensor, first)  # nothing left over from the other frame
 
 
 def test_rejects_unfeedable_inputs() -> None:

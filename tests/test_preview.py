@@ -168,7 +168,7 @@ class ChromeDriver:
 
 def read_parts(url: str, count: int, seconds: float = 30) -> list[tuple[dict[str, str], bytes]]:
     """The first ``count`` parts (headers, body) of a multipart/x-mixed-replace stream."""
-    parts = []
+    parts: list[tuple[dict[str, str], bytes]] = []
     with urllib.request.urlopen(url, timeout=10) as r:
         assert r.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=edgeframe"
         deadline = time.monotonic() + seconds
@@ -186,7 +186,7 @@ def read_parts(url: str, count: int, seconds: float = 30) -> list[tuple[dict[str
 
 def clip_frames(indices: set[int]) -> dict[int, np.ndarray]:
     cap = cv2.VideoCapture(str(CLIP))
-    frames = {}
+    frames: dict[int, np.ndarray] = {}
     i = 0
     while len(frames) < len(indices):
         ok, image = cap.read()
@@ -263,6 +263,7 @@ def test_page_in_headless_chromium_shows_the_stream_and_live_figures(
         chrome.close()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     shot = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert shot is not None
     vw, vh, dpr = seen["view"]
     assert shot.shape[:2] == (round(vh * dpr), round(vw * dpr))
     assert float(shot.std()) > 20, "the screenshot is blank"
@@ -319,7 +320,7 @@ def test_unknown_paths_and_cameras_are_404(clip_preview: PreviewProcess) -> None
     with urllib.request.urlopen(clip_preview.url + "snapshot.jpg", timeout=10) as r:
         assert r.headers["Content-Type"] == "image/jpeg"
         image = cv2.imdecode(np.frombuffer(r.read(), np.uint8), cv2.IMREAD_COLOR)
-    assert image.shape == (480, 640, 3)
+    assert image is not None and image.shape == (480, 640, 3)
 
 
 def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path: Path) -> None:
@@ -375,7 +376,7 @@ def test_snapshot_writes_one_annotated_frame_and_exits(tmp_path: Path) -> None:
     assert f"wrote {snap}" in proc.stdout and "http://" not in proc.stdout
     image = cv2.imread(str(snap))
     raw = clip_frames({0})[0]
-    assert image.shape == raw.shape
+    assert image is not None and image.shape == raw.shape
     changed = np.abs(image.astype(np.int16) - raw).max(axis=2) > 40
     assert 0.005 < float(changed.mean()) < 0.5
 

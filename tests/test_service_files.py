@@ -149,7 +149,7 @@ def test_unit_keeps_the_settings_camera_coral_and_restarts_depend_on() -> None:
     assert "IPAddressDeny" not in settings
     # A single missing credential file would fail the start on systemd 252.
     assert values(UNIT, "LoadCredential") == ["secrets:/etc/edge/secrets"]
-    # The watchdog must outlast the daemon's own 20 s no-frame limit.
+    # The watchdog must outlast a camera's stall timeout plus its first in-process reopens.
     assert settings["WatchdogSec"] == "30s"
 
 

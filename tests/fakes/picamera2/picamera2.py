@@ -248,7 +248,9 @@ class Picamera2:
             camera_config = self.create_video_configuration()
         elif not isinstance(camera_config, dict):
             raise TypeError("Invalid type for `camera_config` given")
-        config = {k: (dict(v) if isinstance(v, dict) else v) for k, v in camera_config.items()}
+        config: dict[str, Any] = {
+            k: (dict(v) if isinstance(v, dict) else v) for k, v in camera_config.items()
+        }
         if config["raw"] is not None and config["raw"].get("size") is None:
             config["raw"]["size"] = config["main"]["size"]
         self.camera_config = {}

@@ -1,0 +1,78 @@
+"""An in-memory stand-in for the MQTT sink and a recording pipeline listener, with waits on
+what they received instead of sleeps."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edge.frame import Frame
+from edge.pipeline import CameraState
+from edge.result import Result
+
+
+class MemorySink:
+    """Implements the publisher's ``Sink`` protocol: keeps every (camera, payload) published,
+    results and snapshots apart. Thread-safe; ``fail_snapshots`` makes that many snapshot
+    publishes raise first."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[str, bytes]] = []
+        self.snapshots: list[tuple[str, bytes]] = []
+        self.fail_snapshots = 0
+        self._cond = threading.Condition()
+
+    def publish_result(self, camera: str, payload: bytes) -> None:
+        with self._cond:
+            self.results.append((camera, payload))
+            self._cond.notify_all()
+
+    def publish_snapshot(self, camera: str, jpeg: bytes) -> None:
+        with self._cond:
+            if self.fail_snapshots:
+                self.fail_snapshots -= 1
+                self._cond.notify_all()
+                raise OSError("snapshot publish fails on purpose")
+            self.snapshots.append((camera, jpeg))
+            self._cond.notify_all()
+
+    def wait_until(self, predicate: Callable[[MemorySink], bool], timeout: float = 10.0) -> bool:
+        """Block until ``predicate(self)`` holds or ``timeout`` seconds pass."""
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self), timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What one ``on_result`` call carried (the payload copied, as listeners must)."""
+
+    camera: str
+    frame: Frame
+    result: Result
+    payload: dict[str, Any]
+
+
+class Recorder:
+    """A pipeline ``ResultListener`` that records every call, thread-safe, with a wait."""
+
+    def __init__(self) -> None:
+        self.calls: list[Delivered] = []
+        self._cond = threading.Condition()
+
+    def on_result(
+        self, camera: CameraState, frame: Frame, result: Result, payload: dict[str, Any]
+    ) -> None:
+        with self._cond:
+            self.calls.append(Delivered(camera.name, frame, result, dict(payload)))
+            self._cond.notify_all()
+
+    def of(self, camera: str) -> list[Delivered]:
+        with self._cond:
+            return [c for c in self.calls if c.camera == camera]
+
+    def wait_for_count(self, n: int, timeout: float = 10.0) -> bool:
+        """Block until at least ``n`` results arrived."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.calls) >= n, timeout)
