@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from broker import Broker
-from harness import DaemonProc, config_text, last_json, results, subscribe, tally, wait_results
+from faultkit import DaemonProc, config_text, last_json, results, subscribe, tally, wait_results
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from broker import Broker
-from harness import (
+from faultkit import (
     BASE,
     DaemonProc,
     config_text,

@@ -16,7 +16,7 @@ from typing import Any
 
 from broker import Broker, Subscriber, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEVICE = "faultdev"
 BASE = f"edge/{DEVICE}"
 
