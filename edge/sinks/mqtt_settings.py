@@ -256,6 +256,17 @@ def check_files(s: MqttSettings) -> None:
     if not s.uses_tls:
         return
     key = tls_key_path(s)
+    for name, path in (("tls_ca", s.tls_ca), ("tls_cert", s.tls_cert), ("tls_key", key)):
+        if path is None:
+            continue
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"mqtt.{name}: cannot read {path} ({exc.strerror}); check the path and that the "
+                "daemon's user may read it"
+            ) from exc
     try:
         context = ssl.create_default_context(cafile=str(s.tls_ca) if s.tls_ca else None)
         if s.tls_cert is not None:
