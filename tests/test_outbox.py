@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -226,3 +227,48 @@ def test_unopenable_path_raises_sink_error(tmp_path: Path) -> None:
     """A path whose directory does not exist gives a SinkError that names the state directory."""
     with pytest.raises(SinkError, match="state directory"):
         Outbox(tmp_path / "missing" / "outbox.db", 10)
+
+
+def test_dropping_for_space_is_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:
+    """When the outbox starts dropping the oldest it says so once (WARNING), not per result,
+    and says when it stops."""
+    ob = Outbox(None, 10)
+    with caplog.at_level(logging.INFO, logger="edge.outbox"):
+        fill(ob, 30)
+        assert ob.dropped == 20
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "outbox full" in warnings[0].getMessage()
+        drain(ob)
+        fill(ob, 1, start=100)
+    assert any("no longer dropping" in r.getMessage() for r in caplog.records)
+
+
+def test_ram_only_entries_are_bounded_when_the_file_cannot_take_them(tmp_path: Path) -> None:
+    """Entries that cannot be spooled stay in RAM up to ram_max_rows; beyond, the oldest go,
+    counted as dropped_ram."""
+    path = tmp_path / "outbox.db"
+    ob = Outbox(path, 10_000, ram_max_rows=100)
+    assert ob._db is not None  # file permissions do not stop root: make SQLite refuse writes
+    ob._db.execute("PRAGMA query_only = ON")
+    fill(ob, 150)
+    with pytest.raises(SinkError, match="stay in RAM"):
+        ob.spool()
+    assert (ob.pending_ram, ob.dropped_ram) == (100, 50)
+    assert drain(ob)[0] == b"50"
+    ob._db.execute("PRAGMA query_only = OFF")
+    ob.close()
+
+
+def test_boot_counts_survive_in_the_file(tmp_path: Path) -> None:
+    """Each spool records how many results the boot produced; the next Outbox reads it."""
+    path = tmp_path / "outbox.db"
+    ob = Outbox(path, 100, boot_id="boot1")
+    fill(ob, 5)
+    ob.produced = 7
+    ob.spool()
+    assert ob._db is not None
+    ob._db.close()  # like a SIGKILL: no close(), so nothing more is written
+    again = Outbox(path, 100, boot_id="boot2")
+    assert [(b.boot_id, b.produced) for b in again.previous_boots] == [("boot1", 7)]
+    assert again.pending_disk == 5
+    again.close()

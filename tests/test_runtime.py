@@ -187,3 +187,39 @@ def test_copy_of_bundled_model_dir_loads(tmp_path: Path, classifier: Path) -> No
     shutil.copy(classifier.parent / "labels.txt", d / "labels.txt")
     path, directory = resolve(d)
     assert path == d / "whatever.tflite" and directory == d
+
+
+def test_loading_beside_other_threads_leaves_their_stderr_alone(
+    classifier: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model loaded while other threads run (a reload) does not take over fd 2: what another
+    thread writes to stderr meanwhile still reaches stderr, not the runtime's log."""
+    import threading
+
+    read_end, write_end = os.pipe()
+    saved = os.dup(2)
+    os.dup2(write_end, 2)
+    stop = threading.Event()
+
+    def chatter() -> None:
+        while not stop.is_set():
+            os.write(2, b"other thread\n")
+            stop.wait(0.001)
+
+    t = threading.Thread(target=chatter)
+    t.start()
+    try:
+        for _ in range(5):
+            load(classifier)
+    finally:
+        stop.set()
+        t.join()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as r:
+        written = r.read()
+    assert written.count(b"other thread") > 5
+    assert not [r for r in caplog.records if "other thread" in r.getMessage()], (
+        "another thread's stderr was re-emitted as a runtime log line"
+    )
