@@ -204,6 +204,16 @@ def format_line(msg: _Message, prefix: str) -> str:
         return f"{stamp} {where} {_result_summary(data, msg.received)}{retained}"
     if kind == "stats" and isinstance(data, dict):
         return f"{stamp} {where} stats {_stats_summary(data)}{retained}"
+    if kind == "details" and isinstance(data, dict):
+        degraded = data.get("degraded") or []
+        last = data.get("last_reload")
+        reload = ""
+        if isinstance(last, dict):
+            reload = "; last reload " + (
+                "ok" if last.get("ok") else f"refused: {last.get('error')}"
+            )
+        state = "DEGRADED: " + "; ".join(str(d) for d in degraded) if degraded else "healthy"
+        return f"{stamp} {where} {state}{reload}{retained}"
     shown = text if len(text) <= 120 else text[:117] + "..."
     return f"{stamp} {where} {kind} {shown}{retained}"
 
@@ -289,12 +299,21 @@ def _stats_summary(data: dict[str, Any]) -> str:
         parts.append(", ".join(figures))
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict):
+        dropped = sum(
+            int(mqtt.get(k) or 0) for k in ("dropped_full", "dropped_ram", "dropped_refused")
+        )
+        commit = mqtt.get("last_commit_ms")
         parts.append(
             f"outbox {mqtt.get('pending_ram', 0)} ram / {mqtt.get('pending_disk', 0)} "
-            f"disk, {mqtt.get('dropped_full', 0)} dropped"
+            f"disk, {mqtt.get('uncommitted', 0)} uncommitted, "
+            + (f"last commit {commit:.1f} ms, " if isinstance(commit, int | float) else "")
+            + f"{dropped} dropped"
         )
     if data.get("memory_over_budget"):
         parts.append("MEMORY OVER BUDGET")
+    degraded = data.get("degraded")
+    if isinstance(degraded, list) and degraded:
+        parts.append("DEGRADED: " + "; ".join(str(d) for d in degraded))
     return "; ".join(parts)
 
 

@@ -106,21 +106,35 @@ def test_status_stats_and_snapshot_lines_and_device_filter(broker: Broker) -> No
                                 "latency_ms": {"invoke": {"p50": 3.4}, "e2e": {"p50": 5.5}},
                             }
                         },
-                        "mqtt": {"pending_ram": 0, "pending_disk": 7, "dropped_full": 0},
+                        "mqtt": {
+                            "pending_ram": 0,
+                            "pending_disk": 7,
+                            "uncommitted": 2,
+                            "last_commit_ms": 4.25,
+                            "dropped_full": 1,
+                            "dropped_ram": 2,
+                        },
+                        "degraded": ["outbox not writable: database or disk is full"],
                     }
                 ).encode(),
             ),
             ("edge/dev1/front/snapshot", b"\xff\xd8" + bytes(2000)),
+            (
+                "edge/dev1/status/details",
+                b'{"boot_id":"b","degraded":[],"last_reload":{"ok":false,"error":"bad"}}',
+            ),
             ("edge/dev2/status", b"offline"),
         ],
     )
     out = io.StringIO()
-    listen(broker.host, broker.port, "edge", "dev1", False, 3, 10, out)
+    listen(broker.host, broker.port, "edge", "dev1", False, 4, 10, out)
     lines = sorted(out.getvalue().splitlines(), key=lambda s: s.split(" ", 2)[2])
     assert [line.split(" ", 1)[1] for line in lines] == [
+        "dev1/status healthy; last reload refused: bad (retained)",
         "dev1/front snapshot 2,002 bytes (retained)",
         "dev1 stats rss 88.3 MiB; cpu 12.5 %; front: 10.0→9.9 fps, 120 inferred, 3 dropped, "
-        "1 skipped, invoke p50 3.4 ms, e2e p50 5.5 ms; outbox 0 ram / 7 disk, 0 dropped "
+        "1 skipped, invoke p50 3.4 ms, e2e p50 5.5 ms; outbox 0 ram / 7 disk, 2 uncommitted, "
+        "last commit 4.2 ms, 3 dropped; DEGRADED: outbox not writable: database or disk is full "
         "(retained)",
         "dev1 status online (retained)",
     ]
