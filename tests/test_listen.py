@@ -139,7 +139,7 @@ def test_status_stats_and_snapshot_lines_and_device_filter(broker: Broker) -> No
         "dev1 status online (retained)",
     ]
     raw = io.StringIO()
-    listen(broker.host, broker.port, "edge", "dev1", True, 3, 10, raw)
+    listen(broker.host, broker.port, "edge", "dev1", True, 4, 10, raw)
     snap = next(json.loads(x) for x in raw.getvalue().splitlines() if "snapshot" in x)
     assert snap == {
         "topic": "edge/dev1/front/snapshot",
