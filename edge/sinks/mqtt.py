@@ -911,7 +911,9 @@ class MqttSink:
             return
         if self.final_stats is not None:
             try:
-                client.publish(self._stats_topic, self.final_stats(), qos=1, retain=True)
+                # QoS 0: a QoS 1 message would queue behind a full in-flight window (paho sends
+                # no more than `inflight` unacknowledged), which is exactly when it matters.
+                client.publish(self._stats_topic, self.final_stats(), qos=0, retain=True)
             except Exception:
                 log.exception("building the last stats failed")
         info = client.publish(self._status_topic, "stopped", qos=1, retain=True)

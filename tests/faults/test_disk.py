@@ -4,14 +4,29 @@ the real SQLite error is logged once, writing resumes when space returns."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from broker import Broker
-from faultkit import DaemonProc, config_text, last_json, results, subscribe, tally, wait_results
+from broker import Broker, wait_for
+from faultkit import (
+    DEVICE,
+    DaemonProc,
+    config_text,
+    last_json,
+    results,
+    subscribe,
+    tally,
+    wait_results,
+)
+
+from edge.outbox import Outbox
+from edge.sinks.mqtt import MqttSink
+from edge.sinks.mqtt_settings import MqttSettings
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
@@ -89,3 +104,36 @@ def test_sigterm_on_a_full_disk_while_the_broker_is_away_counts_what_is_lost(
             d.kill()
     assert "could not be written to the outbox" in d.log(), d.log()
     assert "lost at this shutdown" in d.log()
+
+
+def test_results_lost_at_sigterm_are_in_the_final_stats(tmp_path: Path, small_fs: Path) -> None:
+    """SIGTERM on a full disk while the broker stops acknowledging: what could be neither
+    delivered nor written is counted at ERROR, and the final stats handed to the connection
+    before `stopped` carry the same count."""
+    (small_fs / "filler").write_bytes(b"\0" * 40 * 1024)
+    broker = Broker(tmp_path / "mosquitto")
+    broker.start()
+    outbox = Outbox(small_fs / "outbox.sqlite3", 10_000)
+    sink = MqttSink(MqttSettings(device=DEVICE, host=broker.host, port=broker.port), outbox)
+    seen: list[dict[str, Any]] = []
+
+    def final() -> bytes:
+        seen.append(sink.stats())
+        return json.dumps(seen[-1]).encode()
+
+    sink.final_stats = final
+    try:
+        sink.start()
+        assert wait_for(lambda: sink.stats()["connected"], 10)
+        broker.freeze()  # connected, but nothing is acknowledged any more
+        for i in range(200):
+            sink.publish_result("a", b'{"seq": %d, "pad": "%s"}' % (i, b"x" * 200))
+        assert wait_for(lambda: sink.stats()["disk_ok"] is False, 10), sink.stats()
+        sink.close(timeout=2.0)
+    finally:
+        broker.thaw()
+        broker.kill()
+    assert seen, "no final stats were published"
+    lost = seen[0]["lost_at_shutdown"]
+    assert lost > 0 and lost == sink.stats()["lost_at_shutdown"], seen[0]
+    assert sink.stats()["delivered"] + lost + outbox.pending_disk >= 200 - 16, sink.stats()
