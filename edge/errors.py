@@ -9,6 +9,9 @@ so callers catch one family. Every message names what was wrong and what to do n
     │   └── DelegateError          exit 78  an accelerator delegate (Edge TPU) cannot be loaded
     ├── RuntimeUnavailableError    exit 78  a package the command needs is not installed
     ├── InputError                 exit 66  an input file (image, video) cannot be read (EX_NOINPUT)
+    ├── QualityError               exit 65  a result failed its quality gate: ``edge quantize``
+    │                                       wrote an int8 model that disagrees with the float
+    │                                       one by more than --max-drop (EX_DATAERR)
     ├── SourceError                exit 1   a camera or stream failed; the daemon retries these
     └── SinkError                  exit 1   a result sink (MQTT, outbox) failed
 
@@ -22,6 +25,7 @@ from collections.abc import Sequence
 EX_OK = 0
 EX_SOFTWARE = 1
 EX_USAGE = 2
+EX_QUALITY = 65  # sysexits' EX_DATAERR: the data given (images, normalization) gave a bad result
 EX_NOINPUT = 66
 EX_CONFIG = 78
 
@@ -71,6 +75,13 @@ class InputError(EdgeError):
     """An input file (image or video) does not exist or cannot be decoded."""
 
     exit_code = EX_NOINPUT
+
+
+class QualityError(EdgeError):
+    """A result was produced but fails its quality gate (``edge quantize --max-drop``); the
+    message says what was measured and what to check."""
+
+    exit_code = EX_QUALITY
 
 
 class SourceError(EdgeError):
