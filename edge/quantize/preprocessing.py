@@ -33,7 +33,8 @@ ORIGINS = ("request", "manifest", "flags", "model", "default")
 class Choice:
     """The preprocessing to use. origin: where its mean/std came from, one of ``ORIGINS``
     (``model``: the model normalizes itself, so raw pixels). in_model: the normalization the
-    model applies itself, if one was found. notes: for the report; alerts: loud warnings."""
+    model applies itself, if one was found. notes: for the report (the report states the
+    model's own normalization and the origin itself); alerts: loud warnings."""
 
     config: PreprocessConfig
     origin: str
@@ -66,13 +67,7 @@ def choose(
     config = replace(base, **overrides) if overrides else base
     if "mean" in overrides or "std" in overrides:
         origin = "flags"
-    if origin == "model" and in_model is not None:
-        lo, hi = in_model.range_of(0.0, 255.0)
-        notes.append(
-            f"the model normalizes its input itself ({in_model.describe()}: 0..255 becomes "
-            f"{lo:.4g}..{hi:.4g}), so edge feeds it raw 0..255 pixels (mean 0, std 1)"
-        )
-    elif origin == "default":
+    if origin == "default":
         notes.append(
             "no preprocessing given (flags or a manifest.json next to the model): assumed "
             "stretch resize, RGB, inputs scaled to 0..1 (mean 0, std 255)"
@@ -152,11 +147,13 @@ def spread_alert(spread: OutputSpread, choice: Choice) -> str:
     }[choice.origin]
     return (
         f"the float model's outputs barely vary across {spread.images} calibration images "
-        f"(spread {spread.spread:.4f}; a model that sees its images gives about 0.1 or more). "
+        f"(spread {spread.spread:.4f}; a classifier that sees varied images gives about 0.5 or "
+        "more). "
         f"The preprocessing is probably wrong: mean {mean}, std {std} ({source}) gives the "
         f"model's layers values in {lo:.4g}..{hi:.4g}. Check --mean/--std against how the "
         "model was trained (0..1 inputs: --mean 0 --std 255; -1..1: --mean 127.5 --std 127.5; "
         "a model with its own Rescaling layer: --mean 0 --std 1), and that the calibration "
-        "images are varied frames like the ones the model will see. Until then the agreement "
-        "figures compare two models that do not see the images."
+        "images are varied frames like the ones the model will see, not all of one class or "
+        "scene. Until then the agreement figures compare two models that do not tell the "
+        "images apart."
     )

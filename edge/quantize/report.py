@@ -94,7 +94,10 @@ def format_report(r: Report) -> str:
         f"{r.preprocess_origin})",
     ]
     if r.in_model_normalization:
-        lines.append(_wrap(f"the model normalizes its input itself: {r.in_model_normalization}"))
+        fed = ", so edge feeds it raw 0..255 pixels" if r.preprocess_origin == "model" else ""
+        lines.append(
+            _wrap(f"the model normalizes its input itself ({r.in_model_normalization}){fed}")
+        )
     if r.float_output_spread is not None:
         lines.append(f"  float output spread over calibration images {r.float_output_spread:.4f}")
     lines += [
