@@ -9,12 +9,15 @@ so callers catch one family. Every message names what was wrong and what to do n
     │   └── DelegateError          exit 78  an accelerator delegate (Edge TPU) cannot be loaded
     ├── RuntimeUnavailableError    exit 78  a package the command needs is not installed
     ├── InputError                 exit 66  an input file (image, video) cannot be read (EX_NOINPUT)
+    ├── QualityError               exit 65  a result failed its quality gate: ``edge quantize``
+    │                                       wrote an int8 model that disagrees with the float
+    │                                       one by more than --max-drop (EX_DATAERR)
     ├── SourceError                exit 1   a camera or stream failed; the daemon retries these
     └── SinkError                  exit 1   a result sink (MQTT, outbox) failed
 
 78 is in ``RestartPreventExitStatus=`` of the systemd unit: restarting cannot fix a bad setting.
-Besides these: 2 (EX_USAGE) a command line argparse or a command refused; 3 (EX_QUALITY) the
-``edge quantize`` quality gate failed; 130 (EX_INTERRUPTED) stopped by Ctrl-C.
+Besides these: 2 (EX_USAGE) a command line argparse or a command refused; 130 (EX_INTERRUPTED)
+stopped by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Sequence
 EX_OK = 0
 EX_SOFTWARE = 1
 EX_USAGE = 2
-EX_QUALITY = 3  # edge quantize: the int8 model was written but missed its --max-drop gate
+EX_QUALITY = 65  # sysexits' EX_DATAERR: the data given (images, normalization) gave a bad result
 EX_NOINPUT = 66
 EX_CONFIG = 78
 EX_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
@@ -75,6 +78,13 @@ class InputError(EdgeError):
     """An input file (image or video) does not exist or cannot be decoded."""
 
     exit_code = EX_NOINPUT
+
+
+class QualityError(EdgeError):
+    """A result was produced but fails its quality gate (``edge quantize --max-drop``); the
+    message says what was measured and what to check."""
+
+    exit_code = EX_QUALITY
 
 
 class SourceError(EdgeError):

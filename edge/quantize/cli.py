@@ -1,8 +1,9 @@
 """``edge quantize`` (and ``scripts/quantize_model.py``): arguments, running, printing.
 
-Exit codes: 0 done (and within ``--max-drop`` when given); 1 the int8 model was written but
-quantization cost more than ``--max-drop`` allows; 78 a bad model, setting or image folder,
-or TensorFlow / ai-edge-quantizer not installed (the message says what to install).
+Exit codes: 0 done, and within ``--max-drop`` (5 % unless given; ``--max-drop none`` turns the
+gate off); 65 (``EX_QUALITY``, a :class:`~edge.errors.QualityError`) the int8 model was written
+but quantization cost more than ``--max-drop`` allows; 78 a bad model, setting or image folder,
+or TensorFlow / ai-edge-quantizer not installed (the message says what to install); 1 a bug.
 """
 
 from __future__ import annotations
@@ -11,16 +12,31 @@ import argparse
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from edge.argtypes import channel_values, number, whole
-from edge.errors import ConfigError
+from edge.errors import EX_QUALITY, ConfigError, QualityError
 
 log = logging.getLogger(__name__)
 
-EX_GATE = 1  # quantization cost more than --max-drop allows
+EX_GATE = EX_QUALITY  # quantization cost more than --max-drop allows
+# The gate by default: an int8 model that changes more than this many per cent of the float
+# model's answers (see edge.quantize.compare for what is counted) fails. Defined here, not in
+# the tool, so building the parser imports nothing heavy.
+DEFAULT_MAX_DROP = 5.0
+GATE_OFF = ("none", "off")
+
+
+def max_drop(text: str) -> float | None:
+    """``--max-drop``: a percentage 0..100, or ``none``/``off`` for no gate."""
+    if text.strip().lower() in GATE_OFF:
+        return None
+    try:
+        value: float = number(0.0, 100.0)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; or 'none' to turn the gate off") from None
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,9 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-drop",
-        type=number(0.0, 100.0),
+        type=max_drop,
+        default=DEFAULT_MAX_DROP,
         metavar="PERCENT",
-        help="exit 1 when quantization costs more than this: classifiers 100 - top-1 "
+        help=f"exit {EX_QUALITY} when quantization costs more than this (default "
+        f"{DEFAULT_MAX_DROP:g}; 'none' turns the gate off): classifiers 100 - top-1 "
         "agreement %%, detectors 100 - box recall %%, other models 100 x mean abs error / "
         "output range",
     )
@@ -77,7 +95,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--name", help="model name for the manifest (default: the --out folder name)")
     pre = p.add_argument_group(
-        "preprocessing (default: the manifest.json beside the model, else stretch/rgb/0..1)"
+        "preprocessing (default: the manifest.json beside the model, else stretch/rgb and "
+        "raw 0..255 pixels for a model that normalizes its input itself (a Rescaling layer), "
+        "else 0..1); each flag replaces one field"
     )
     pre.add_argument("--resize", choices=("stretch", "letterbox", "crop"))
     pre.add_argument("--color", choices=("rgb", "bgr", "gray"))
@@ -104,36 +124,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``edge quantize`` with parsed ``args``; returns the exit code (0, or 1 for a failed
-    ``--max-drop`` gate). EdgeErrors propagate for the caller to print."""
+    """Run ``edge quantize`` with parsed ``args``; returns 0, after printing the report.
+    EdgeErrors propagate for the caller to print, among them the QualityError of a failed
+    ``--max-drop`` gate (raised after the report is printed)."""
     from dataclasses import replace
 
     from edge.quantize.convert import identify
     from edge.quantize.images import MIN_CALIBRATION, load_folder
+    from edge.quantize.preprocessing import DEFAULT_PREPROCESS
     from edge.quantize.report import format_report
-    from edge.quantize.tool import (
-        DEFAULT_PREPROCESS,
-        Request,
-        preprocess_from,
-        quantize,
-        read_source_manifest,
-    )
+    from edge.quantize.tool import Request, quantize
+    from edge.quantize.variation import SPREAD_MIN
 
     # Cheap checks first, so a bad path fails before TensorFlow is imported.
     source = identify(args.model)
-    preprocess = None
     flags = {
         k: getattr(args, k)
         for k in ("resize", "color", "mean", "std", "pad", "interpolation")
         if getattr(args, k) is not None
     }
-    if flags:
-        manifest, where = read_source_manifest(source)
-        base = preprocess_from(manifest, str(where)) if manifest else None
-        preprocess = replace(base or DEFAULT_PREPROCESS, **flags)
-        problems = preprocess.problems()
-        if problems:
-            raise ConfigError(problems)
+    problems = replace(DEFAULT_PREPROCESS, **flags).problems()
+    if problems:
+        raise ConfigError(problems)
     calibration = load_folder(
         args.calibration,
         option="--calibration",
@@ -161,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         calibration=calibration.images,
         holdout=holdout.images if holdout else (),
         io=args.io,
-        preprocess=preprocess,
+        preprocess_overrides=flags,
         labels=Path(args.labels) if args.labels else None,
         task=args.task,
         manifest=extra,
@@ -178,14 +190,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_report(report))
     if not report.passed:
-        print(
-            f"edge quantize: quantization cost {report.agreement.drop:.2f} % "
-            f"({report.agreement.drop_meaning}), more than --max-drop {args.max_drop:g} %. "
-            f"The model was written to {report.out_dir} for inspection; calibrate with more "
-            "representative images, or keep the float model.",
-            file=sys.stderr,
+        limit = f"--max-drop {args.max_drop:g} %"
+        if args.max_drop == DEFAULT_MAX_DROP:
+            limit += " (the default)"
+        spread = ""
+        if report.float_output_spread is not None and report.float_output_spread < SPREAD_MIN:
+            spread = (
+                " The float model's outputs barely vary across the calibration images (see "
+                "the warning): a wrong --mean/--std, or images that are all alike."
+            )
+        raise QualityError(
+            f"quantization cost {report.agreement.drop:.2f} % "
+            f"({report.agreement.drop_meaning}), more than {limit}. The int8 model was "
+            f"written to {report.out_dir} for inspection, but do not deploy it.{spread} Check "
+            "that the preprocessing matches how the model was trained (--mean/--std/--color, "
+            "or the manifest.json beside the model; the report's preprocess line shows what "
+            "was used) and that the --calibration images are varied frames like the ones the "
+            "model will see (100 or more). To accept this model anyway: --max-drop none."
         )
-        return EX_GATE
     return 0
 
 

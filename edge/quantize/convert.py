@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import logging
 import os
 import sys
@@ -25,6 +26,12 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ConfigError, ModelError, RuntimeUnavailableError
+from edge.quantize.normalization import (
+    InputNormalization,
+    read_keras,
+    read_saved_model,
+    read_tflite,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +128,21 @@ class Converter:
                 self._float = self._convert(None, "")
         return self._float
 
+    def input_normalization(self) -> InputNormalization | None:
+        """The normalization the model applies to its own input (a Rescaling layer, say), read
+        from the Keras layers or the SavedModel graph, else from the float ``.tflite``."""
+        found = None
+        if self._keras is not None:
+            found = read_keras(self._keras)
+        elif self.source.kind == "saved_model":
+            tf = tensorflow(f"reading {self.source.path.name}")
+            with quiet():
+                found = read_saved_model(str(self.source.path), tf)
+        if found is None:
+            with quiet():  # the interpreter announces its delegate on stderr
+                found = read_tflite(self.float_tflite())
+        return found
+
     def quantize(self, samples: Sequence[np.ndarray], io: str) -> bytes:
         """Full-integer model calibrated on ``samples`` (float32 [1,H,W,C] arrays exactly as
         edge's preprocessing produces them). io: ``uint8`` or ``int8`` inputs and outputs."""
@@ -210,20 +232,27 @@ def _quantize_tflite(model: bytes, samples: Sequence[np.ndarray], path: Path) ->
 def quiet() -> Iterator[None]:
     """Collect what TensorFlow and the quantizer print while they work.
 
-    They write progress and debug dumps straight to file descriptors 1 and 2 (Python prints
-    and C++ logs alike), which would corrupt ``--json`` output; both descriptors are pointed at
-    a temporary file for the duration and its text is logged at DEBUG. Their Python warnings
-    (deprecations, "statistics for quantized inputs") are silenced the same way. Not
-    thread-safe: the CLI runs one conversion at a time.
+    They write progress and debug dumps straight to file descriptors 1 and 2 (C++ logs) and to
+    ``sys.stdout`` (Keras' "Saved artifact at ..."), which would corrupt ``--json`` output; both
+    descriptors are pointed at a temporary file and ``sys.stdout``/``sys.stderr`` at a buffer
+    for the duration (the latter matters when they are not the descriptors, as under pytest or
+    in a notebook), and the text is logged at DEBUG. Their Python warnings (deprecations,
+    "statistics for quantized inputs") are silenced the same way. Not thread-safe: the CLI runs
+    one conversion at a time.
     """
     sys.stdout.flush()
     sys.stderr.flush()
     saved = (os.dup(1), os.dup(2))
+    buffer = io.StringIO()
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:
-            with warnings.catch_warnings():
+            with (
+                warnings.catch_warnings(),
+                contextlib.redirect_stdout(buffer),
+                contextlib.redirect_stderr(buffer),
+            ):
                 warnings.simplefilter("ignore")
                 yield
         finally:
@@ -235,6 +264,7 @@ def quiet() -> Iterator[None]:
             os.close(saved[1])
             sink.seek(0)
             text = sink.read().decode("utf-8", errors="replace").strip()
+            text = "\n".join(t for t in (buffer.getvalue().strip(), text) if t)
             if text:
                 log.debug("converter output:\n%s", text)
 

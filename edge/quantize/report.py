@@ -26,7 +26,11 @@ class Latency:
 @dataclass(frozen=True, slots=True)
 class Report:
     """What the tool did and what quantization cost. Sizes in bytes; holdout_from is
-    ``holdout`` or ``calibration`` (the calibration images were reused)."""
+    ``holdout`` or ``calibration`` (the calibration images were reused). preprocess_origin:
+    where mean/std came from (see :data:`edge.quantize.preprocessing.ORIGINS`);
+    in_model_normalization: what the model does to its input itself, if anything;
+    float_output_spread: see :class:`edge.quantize.variation.OutputSpread`. warnings are
+    notes; alerts are what probably makes the int8 model unusable."""
 
     source: str
     kind: str
@@ -34,6 +38,9 @@ class Report:
     task: str
     io: str
     preprocess: PreprocessConfig
+    preprocess_origin: str
+    in_model_normalization: str | None
+    float_output_spread: float | None
     calibration_images: int
     calibration_skipped: int
     holdout_images: int
@@ -50,6 +57,7 @@ class Report:
     passed: bool
     seconds: float
     warnings: tuple[str, ...] = ()
+    alerts: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -82,7 +90,17 @@ def format_report(r: Report) -> str:
         f"  task {r.task}   io {r.io}   calibration {r.calibration_images} images"
         + (f" ({r.calibration_skipped} undecodable skipped)" if r.calibration_skipped else ""),
         f"  preprocess resize {r.preprocess.resize}, {r.preprocess.color}, mean "
-        f"{_nums(r.preprocess.mean)}, std {_nums(r.preprocess.std)}",
+        f"{_nums(r.preprocess.mean)}, std {_nums(r.preprocess.std)}   (mean/std from: "
+        f"{r.preprocess_origin})",
+    ]
+    if r.in_model_normalization:
+        fed = ", so edge feeds it raw 0..255 pixels" if r.preprocess_origin == "model" else ""
+        lines.append(
+            _wrap(f"the model normalizes its input itself ({r.in_model_normalization}){fed}")
+        )
+    if r.float_output_spread is not None:
+        lines.append(f"  float output spread over calibration images {r.float_output_spread:.4f}")
+    lines += [
         "",
         f"  {'':<26}{'float':>12}{'int8':>12}",
         f"  {'size':<26}{_size(r.float_bytes):>12}{_size(r.int8_bytes):>12}"
@@ -117,6 +135,9 @@ def format_report(r: Report) -> str:
     if r.max_drop is not None:
         gate = f"   max allowed {r.max_drop:g} %: {'PASS' if r.passed else 'FAIL'}"
     lines.append(f"    drop                     {a.drop:.2f} %   ({a.drop_meaning}){gate}")
+    for alert in r.alerts:
+        lines.append("")
+        lines.append(_wrap(f"WARNING: {alert}"))
     if r.edgetpu is not None:
         lines.append("")
         tpu = r.edgetpu

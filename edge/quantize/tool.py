@@ -3,9 +3,12 @@ edge can run, with a report of what quantization cost.
 
 Calibration images go through edge's own :class:`~edge.preprocess.Preprocessor` with the
 float model's input tensor, so the value ranges the converter measures are those of the
-tensors edge will feed at run time. The int8 result is then loaded back through
-:class:`~edge.engine.Engine` next to the float model and both are compared on held-out images
-(:mod:`edge.quantize.compare`) and timed with :func:`edge.bench.bench`.
+tensors edge will feed at run time; which normalization that is, including for models that
+normalize their input themselves, is decided by :mod:`edge.quantize.preprocessing`, and
+:mod:`edge.quantize.variation` checks that the float model responds to the images at all.
+The int8 result is then loaded back through :class:`~edge.engine.Engine` next to the float
+model and both are compared on held-out images (:mod:`edge.quantize.compare`) and timed with
+:func:`edge.bench.bench`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +31,14 @@ from edge.errors import ConfigError, ModelError
 from edge.labels import parse_labels
 from edge.models import MANIFEST
 from edge.preprocess import PreprocessConfig, Preprocessor, TensorSpec
+from edge.quantize.cli import DEFAULT_MAX_DROP
 from edge.quantize.compare import agreement
 from edge.quantize.compiler import compile_model
-from edge.quantize.convert import Converter, SourceModel, identify
+from edge.quantize.convert import Converter, SourceModel, identify, quiet
 from edge.quantize.images import MIN_CALIBRATION
+from edge.quantize.preprocessing import choose, spread_alert
 from edge.quantize.report import Latency, Report, preprocess_dict
+from edge.quantize.variation import measure
 from edge.runtime import RuntimeOptions
 from edge.runtime.backends import load_backend
 
@@ -40,8 +46,6 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
-# The 0..1 convention most Keras image models are trained with; used when nothing says.
-DEFAULT_PREPROCESS = PreprocessConfig(mean=(0.0,), std=(255.0,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +56,11 @@ class Request:
     compare float and int8 on; empty means the calibration images are reused (the report says
     so, and the figure is then optimistic). io: ``uint8``/``int8``, None = uint8 for Keras and
     SavedModel, int8 for a float .tflite. preprocess/labels/task: None = from the manifest
-    next to the model, else defaults. manifest: extra manifest fields to write (name, version,
-    description, made_by, postprocess, metrics). max_drop: percent, see
-    :mod:`edge.quantize.compare`. bench_runs: 0 skips timing. threads: interpreter threads for
+    next to the model, else (preprocess) raw pixels for a model that normalizes its input
+    itself, else 0..1; preprocess_overrides: fields replaced on top of that (the command-line
+    flags). manifest: extra manifest fields to write (name, version, description, made_by,
+    postprocess, metrics). max_drop: percent, see :mod:`edge.quantize.compare`; None turns the
+    gate off. bench_runs: 0 skips timing. threads: interpreter threads for
     comparison and timing (None = edge's default). edgetpu: compile for the Edge TPU when the
     compiler is installed.
     """
@@ -65,10 +71,11 @@ class Request:
     holdout: Sequence[np.ndarray] = ()
     io: str | None = None
     preprocess: PreprocessConfig | None = None
+    preprocess_overrides: Mapping[str, Any] = field(default_factory=dict)
     labels: Path | None = None
     task: str | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
-    max_drop: float | None = None
+    max_drop: float | None = DEFAULT_MAX_DROP
     bench_runs: int = 50
     threads: int | None = None
     edgetpu: bool = True
@@ -118,22 +125,18 @@ def quantize(req: Request) -> Report:
     Raises ModelError (unusable model), ConfigError (bad settings, too few images) or
     RuntimeUnavailableError (TensorFlow / ai-edge-quantizer missing). A failed ``max_drop``
     gate is not an exception: ``Report.passed`` is False and the files are still written.
+    Alerts (likely wrong preprocessing, the gate off on a large drop) are logged as WARNING
+    when found and listed in ``Report.alerts``.
     """
     t_start = time.perf_counter()
     source = identify(req.model)
     manifest, manifest_dir = read_source_manifest(source)
     where = str(manifest_dir / MANIFEST) if manifest_dir else ""
     warnings: list[str] = []
-    pre = req.preprocess or preprocess_from(manifest, where)
-    if pre is None:
-        pre = DEFAULT_PREPROCESS
-        warnings.append(
-            "no preprocessing given (flags or a manifest.json next to the model): assumed "
-            "stretch resize, RGB, inputs scaled to 0..1 (mean 0, std 255)"
-        )
-    problems = pre.problems()
-    if problems:
-        raise ConfigError(problems)
+    alerts: list[str] = []
+    manifest_pre = None if req.preprocess else preprocess_from(manifest, where)
+    if req.preprocess is not None and req.preprocess.problems():
+        raise ConfigError(req.preprocess.problems())
     if len(req.calibration) < MIN_CALIBRATION:
         raise ConfigError(
             f"--calibration: {len(req.calibration)} image(s) given; at least {MIN_CALIBRATION} "
@@ -145,8 +148,24 @@ def quantize(req: Request) -> Report:
     converter = Converter(source)
     float_model = converter.float_tflite()
     spec = _float_input(float_model, source.path)
+    choice = choose(
+        given=req.preprocess,
+        manifest=manifest_pre,
+        overrides=req.preprocess_overrides,
+        in_model=converter.input_normalization(),
+    )
+    pre = choice.config
+    problems = pre.problems()
+    if problems:
+        raise ConfigError(problems)
+    warnings.extend(choice.notes)
+    _alert(alerts, *choice.alerts)
     preprocessor = Preprocessor(spec, pre)
     samples = [preprocessor.to_array(image)[0] for image in req.calibration]
+    with quiet():  # the interpreter announces its delegate on stderr
+        spread = measure(float_model, samples)
+    if spread.barely_varies():
+        _alert(alerts, spread_alert(spread, choice))
     log.info("calibrating %s on %d images", source.path.name, len(samples))
     int8_model = converter.quantize(samples, io)
 
@@ -181,6 +200,16 @@ def quantize(req: Request) -> Report:
         int8_latency = _latency(out / MODEL_FILE, options, req.bench_runs)
     edgetpu = compile_model(out / MODEL_FILE, out) if req.edgetpu else None
     passed = req.max_drop is None or agree.drop <= req.max_drop + 1e-9
+    if req.max_drop is None and agree.drop > DEFAULT_MAX_DROP:
+        _alert(
+            alerts,
+            f"the quality gate is off (--max-drop none) and quantization cost "
+            f"{agree.drop:.2f} % ({agree.drop_meaning}), more than the default limit "
+            f"{DEFAULT_MAX_DROP:g} %. Check the int8 model before deploying it: the "
+            "preprocessing (--mean/--std) and the calibration images are the usual causes.",
+        )
+    elif req.max_drop is None:
+        warnings.append("no quality gate (--max-drop none)")
     metrics = dict(base.get("metrics") or {})
     metrics["quantization"] = {
         "compared_on": f"{len(holdout)} {holdout_from} images",
@@ -197,6 +226,9 @@ def quantize(req: Request) -> Report:
         task=task,
         io=io,
         preprocess=pre,
+        preprocess_origin=choice.origin,
+        in_model_normalization=choice.in_model.describe() if choice.in_model else None,
+        float_output_spread=spread.spread,
         calibration_images=len(samples),
         calibration_skipped=req.calibration_skipped,
         holdout_images=len(holdout),
@@ -213,7 +245,15 @@ def quantize(req: Request) -> Report:
         passed=passed,
         seconds=time.perf_counter() - t_start,
         warnings=tuple(warnings),
+        alerts=tuple(alerts),
     )
+
+
+def _alert(alerts: list[str], *messages: str) -> None:
+    """Keep ``messages`` for the report and say them now, on stderr, as they are found."""
+    for message in messages:
+        log.warning("%s", message)
+        alerts.append(message)
 
 
 def update_manifest(model_dir: Path, changes: dict[str, Any]) -> None:
