@@ -403,8 +403,8 @@ def _connect_problem(url: str, timeout: float) -> tuple[str, str] | None:
 
 
 def _seconds(value: float) -> str:
-    """A duration for messages: 0.004 s, 0.12 s, 5.0 s."""
-    return f"{value:.2g} s" if value < 1 else f"{value:.1f} s"
+    """A duration for messages: 1 ms, 120 ms, 5.0 s."""
+    return f"{max(1, round(value * 1000))} ms" if value < 1 else f"{value:.1f} s"
 
 
 def _as_bgr(image: np.ndarray) -> np.ndarray:
