@@ -16,6 +16,9 @@ from pathlib import Path
 
 from edge.argtypes import number, whole
 
+# --snapshot gives up after this long without a frame (a camera that cannot be opened).
+SNAPSHOT_TIMEOUT_S = 20.0
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``edge preview``'s options to its sub-parser (imports nothing heavy)."""
@@ -60,7 +63,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="write the first annotated frame to FILE (.jpg or .png) and exit",
     )
-    p.add_argument("--duration", type=number(0.0, above=True), help="stop after this many seconds")
+    p.add_argument(
+        "--snapshot-timeout",
+        type=number(0.0, above=True),
+        default=SNAPSHOT_TIMEOUT_S,
+        metavar="S",
+        help="with --snapshot: fail (exit 1) when no frame was inferred within S seconds, "
+        f"e.g. because the camera cannot be opened (default {SNAPSHOT_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--duration",
+        type=number(0.0, above=True),
+        help="stop after this many seconds (otherwise the page stays up, after the end of a "
+        "file or photo too, until Ctrl-C)",
+    )
     p.add_argument("--no-terminal", action="store_true", help="no live view on the terminal")
     p.add_argument(
         "--mqtt",
@@ -90,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         preview_fps=args.preview_fps,
         quality=args.quality,
         mqtt=args.mqtt,
+        snapshot_timeout=args.snapshot_timeout,
     )
     terminal = not args.no_terminal and sys.stdout.isatty()
     return session.run(duration=args.duration, snapshot=args.snapshot, terminal=terminal)
