@@ -21,7 +21,8 @@ gi.require_version("GstRtspServer", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 PIPELINE = (
-    "( videotestsrc is-live=true pattern=ball ! video/x-raw,format=I420,width=320,height=240,framerate=10/1"
+    "( videotestsrc is-live=true pattern=ball"
+    " ! video/x-raw,format=I420,width=320,height=240,framerate=10/1"
     " ! jpegenc ! rtpjpegpay name=pay0 pt=26 )"
 )
 TRANSPORTS = {
