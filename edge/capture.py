@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge.errors import InputError, SourceError
 from edge.frame import Frame
@@ -90,7 +90,8 @@ class CaptureStats:
     of the most recent failure, kept after recovery. since: ``time.monotonic()`` of the last
     state change. last_frame: ``ts_mono`` of the last frame delivered, None before the first.
     stale: frames of a live source dropped because they were captured more than ``stall_after``
-    seconds before they arrived (the backlog a stalled stream delivers when it recovers).
+    seconds before they arrived, or (streams without timestamps) came in the burst after a
+    pause: the backlog a stalled stream delivers when it recovers.
     """
 
     state: str
@@ -240,13 +241,16 @@ class CaptureThread(threading.Thread):
     # -- what the daemon reads (any thread) ---------------------------------------------------
 
     def stats(self) -> CaptureStats:
-        """A consistent snapshot of state and counters."""
-        return self._status.snapshot()
+        """A consistent snapshot of state and counters (``stale`` adds the frames the source
+        itself skipped as backlog)."""
+        st = self._status.snapshot()
+        skipped = self.source.stale if isinstance(self.source, BaseSource) else 0
+        return replace(st, stale=st.stale + skipped) if skipped else st
 
     def status(self) -> dict[str, object]:
         """The snapshot as a dict for the status topic: state, frames, reopens, last_error,
         since (monotonic seconds), last_frame (ts_mono of the newest frame), stale."""
-        st = self._status.snapshot()
+        st = self.stats()
         return {
             "state": st.state,
             "frames": st.frames,

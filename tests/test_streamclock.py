@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.sources.streamclock import StreamClock
+from edge.sources.streamclock import Backlog, StreamClock
 
 
 def test_a_real_clock_is_trusted_and_a_burst_keeps_its_own_times() -> None:
@@ -57,3 +57,22 @@ def test_time_going_back_re_anchors_and_missing_times_use_arrival() -> None:
     assert clock.trusted is None
     assert clock.stamp(float("nan"), 3.1) == 3.1
     assert clock.stamp(0.0, 3.2) == 3.2
+
+
+def test_the_burst_after_a_pause_is_skipped_until_frames_come_at_their_pace() -> None:
+    """10 fps, then 3 s without frames, then 30 frames 2 ms apart and the usual pace again:
+    the burst is skipped, the first frame at the usual pace is not; trusted timestamps and
+    short gaps skip nothing."""
+    backlog = Backlog("cam")
+    t = 0.0
+    for _ in range(20):
+        t += 0.1
+        assert not backlog.skip(t, timed=False)
+    t += 3.0
+    skipped = [backlog.skip(t + i * 0.002, timed=False) for i in range(30)]
+    assert all(skipped) and backlog.skipped == 30
+    t += 0.058 + 0.1
+    assert not backlog.skip(t, timed=False)
+    assert not backlog.skip(t + 0.1, timed=False)
+    assert not backlog.skip(t + 3.5, timed=True)  # its timestamps tell its age instead
+    assert not backlog.skip(t + 3.6, timed=False)

@@ -188,7 +188,8 @@ class BaseSource:
 
     ``live`` sources (cameras, streams) keep ``heartbeat``, the ``time.monotonic()`` of the last
     frame the device delivered (also those dropped by pacing), so the capture thread can tell a
-    stalled device from a slow consumer. A plain float, written by the reading thread only.
+    stalled device from a slow consumer, and ``stale``, the frames the backend skipped as the
+    backlog of a stall. Plain numbers, written by the reading thread only.
     """
 
     kind: ClassVar[str]
@@ -202,6 +203,7 @@ class BaseSource:
         self._opened = False
         self._busy = False
         self.heartbeat = time.monotonic()
+        self.stale = 0  # live frames the backend skipped as the backlog of a stall
 
     @property
     def live(self) -> bool:

@@ -34,7 +34,7 @@ import numpy as np
 from edge.errors import InputError, SourceError
 from edge.frame import Frame
 from edge.sources.base import BaseSource, Options, Pacer, SourceSpec
-from edge.sources.streamclock import StreamClock
+from edge.sources.streamclock import Backlog, StreamClock
 
 if TYPE_CHECKING:
     import cv2
@@ -84,6 +84,7 @@ class OpenCVSource(BaseSource):
         self._cap: cv2.VideoCapture | None = None
         self._pacer = Pacer(spec.fps) if spec.fps else None
         self._clock = StreamClock(spec.name)
+        self._backlog = Backlog(spec.name)
         self.file_fps = 0.0
         self._pos = 0  # index of the next file frame
         self._t0 = 0.0  # realtime playback: monotonic time of file frame 0
@@ -104,6 +105,7 @@ class OpenCVSource(BaseSource):
         if self._pacer is not None:
             self._pacer.reset()
         self._clock.reset()
+        self._backlog.reset()
         self._grabbed = 0
 
     def _open_file(self, level: int = logging.INFO) -> cv2.VideoCapture:
@@ -241,6 +243,9 @@ class OpenCVSource(BaseSource):
             self._grabbed += 1
             # Stamped per grab (cheap) so the stream clock also learns from frames pacing drops.
             ts = self._clock.stamp(cap.get(cv2.CAP_PROP_POS_MSEC), arrival)
+            if self._backlog.skip(arrival, timed=self._clock.trusted is True):
+                self.stale = self._backlog.skipped
+                continue
             # Grabbing without decoding is cheap; only the frame that meets the deadline is decoded.
             if self._pacer is None or self._pacer.due():
                 break

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
+from collections import deque
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +99,66 @@ class StreamClock:
                 self.name,
                 rate,
             )
+
+
+GAP_S = 1.0  # a pause at least this long (and 5 frame periods) may leave a backlog behind it
+
+
+class Backlog:
+    """Recognises the backlog a live stream without usable timestamps hands over after a pause.
+
+    A stream server that hung and recovers (or ffmpeg ``-re`` catching up after SIGSTOP) sends
+    what piled up in one burst; without timestamps those frames would all look new. After a
+    pause of ``GAP_S`` and five frame periods, frames are skipped while they come in faster than
+    half the stream's usual frame period (the median of recent gaps), for at most as long as
+    the pause lasted; the first one at the usual pace is new again. Streams whose timestamps
+    are trusted are not filtered here (their age is known exactly). Not thread-safe: owned by
+    the reading thread.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.skipped = 0  # frames skipped since this object was made
+        self._gaps: deque[float] = deque(maxlen=9)
+        self._last: float | None = None
+        self._burst = -1  # frames skipped in the burst under way; -1 when none
+        self._pause = 0.0
+        self._burst_start = 0.0
+
+    @property
+    def period(self) -> float:
+        """The stream's usual gap between frames, seconds (0 until known)."""
+        return statistics.median(self._gaps) if self._gaps else 0.0
+
+    def reset(self) -> None:
+        """A new connection: no previous frame, no burst (the period is kept)."""
+        self._last = None
+        self._burst = -1
+
+    def skip(self, arrival: float, timed: bool) -> bool:
+        """Whether the frame that arrived at ``arrival`` (monotonic s) is backlog to skip;
+        ``timed``: the stream's timestamps are trusted (then nothing is skipped)."""
+        last, self._last = self._last, arrival
+        if last is None:
+            return False
+        gap = arrival - last
+        if self._burst >= 0:
+            if gap < self.period / 2 and arrival - self._burst_start < self._pause:
+                self._burst += 1
+                self.skipped += 1
+                return True
+            log.info(
+                "source %r: skipped %d frames that came in a burst after %.1f s without any "
+                "(the backlog of a stall)",
+                self.name,
+                self._burst,
+                self._pause,
+            )
+            self._burst = -1
+            return False
+        if gap >= max(GAP_S, 5 * self.period) and not timed:
+            self._burst, self._pause, self._burst_start = 1, gap, arrival
+            self.skipped += 1
+            return True
+        self._gaps.append(gap)
+        return False
