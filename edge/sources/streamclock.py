@@ -147,7 +147,7 @@ class Backlog:
                 self._burst += 1
                 self.skipped += 1
                 return True
-            log.info(
+            log.warning(
                 "source %r: skipped %d frames that came in a burst after %.1f s without any "
                 "(the backlog of a stall)",
                 self.name,
