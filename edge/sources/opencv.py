@@ -262,18 +262,17 @@ class OpenCVSource(BaseSource):
         quiet = _seconds(time.monotonic() - self.heartbeat)
         if self.mode == "device":
             return (
-                f"camera {target} delivered no frame for {quiet}; reopening (check the cable and "
-                "power if this repeats)"
+                f"camera {target} delivered no frame for {quiet} (check the cable and the power "
+                "if this repeats)"
             )
         if elapsed >= 0.9 * self.timeout:
             return (
                 f"stream {target} delivered no frame for {quiet} (read_timeout_s "
-                f"{self.timeout:g} s); reopening (check the camera and the network if this "
-                "repeats)"
+                f"{self.timeout:g} s; check the camera and the network if this repeats)"
             )
         return (
-            f"stream {target} ended after {self._grabbed} frames (the server closed it, "
-            f"{quiet} after the last frame); reopening"
+            f"stream {target} ended after {self._grabbed} frames: the server closed it "
+            f"{quiet} after the last frame"
         )
 
     def _read_file(self) -> Frame | None:
