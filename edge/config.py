@@ -172,7 +172,7 @@ class CameraSettings:
     )
     stall_after_s: float = key(
         2.0,
-        "Cameras and streams: seconds without a frame before the camera shows as stalled "
+        "USB cameras and streams: seconds without a frame before the camera shows as stalled "
         "(no results meanwhile; frames older than this are dropped).",
         min=0.1,
         max=600.0,

@@ -353,8 +353,8 @@ def capture_options(transport: str) -> Iterator[None]:
     ``_OPTIONS_LOCK``. Options the user set in the variable are kept (other than the RTSP
     transport), and the variable is put back as it was afterwards.
 
-    Without a transport the variable is left alone: OpenCV then asks FFmpeg for TCP first and
-    UDP when the server refuses TCP (``rtsp_flags`` ``prefer_tcp``).
+    Without a transport the variable is left alone: when it is unset, OpenCV asks FFmpeg for TCP
+    first and UDP when the server refuses TCP (``rtsp_flags`` ``prefer_tcp``).
     """
     if not transport:
         yield
