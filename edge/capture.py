@@ -3,8 +3,10 @@
 A :class:`CaptureThread` opens its source, reads frames as fast as the source delivers them and
 puts each into a :class:`LatestFrame`, which keeps only the newest: when inference is slower
 than the camera, the older unconsumed frame is dropped and counted, so latency never grows. A
-source that fails (SourceError) is closed and reopened with exponential backoff; the thread's
-:class:`CaptureStatus` tells the daemon what is happening for its status topic.
+source that fails (SourceError) is closed and reopened with exponential backoff; a live source
+that delivers nothing for ``stall_after`` seconds is ``stalled`` (no frames, so no results) until
+frames come again or its read times out and it is reopened. The thread's :class:`CaptureStatus`
+tells the daemon what is happening for its status topic.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge.errors import InputError, SourceError
 from edge.frame import Frame
 from edge.sources import Source, SourceSpec, open_source
+from edge.sources.base import BaseSource
 
 log = logging.getLogger(__name__)
 
-STATES = ("starting", "streaming", "reconnecting", "ended", "failed", "stopped")
+STATES = ("starting", "streaming", "stalled", "reconnecting", "ended", "failed", "stopped")
 FINAL_STATES = frozenset({"ended", "failed", "stopped"})
 
 
@@ -81,10 +84,14 @@ class LatestFrame:
 class CaptureStats:
     """A consistent snapshot of a capture thread.
 
-    state: one of STATES. frames: frames delivered since the thread started. reopens: times
+    state: one of STATES (``stalled``: a live source is open but has delivered nothing for
+    ``stall_after`` seconds). frames: frames delivered since the thread started. reopens: times
     the source was closed after a failure and a reopen scheduled. last_error: the message
     of the most recent failure, kept after recovery. since: ``time.monotonic()`` of the last
     state change. last_frame: ``ts_mono`` of the last frame delivered, None before the first.
+    stale: frames of a live source dropped because they were captured more than ``stall_after``
+    seconds before they arrived, or (streams without timestamps) came in the burst after a
+    pause: the backlog a stalled stream delivers when it recovers.
     """
 
     state: str
@@ -93,6 +100,7 @@ class CaptureStats:
     last_error: str | None
     since: float
     last_frame: float | None
+    stale: int = 0
 
 
 class CaptureStatus:
@@ -106,6 +114,7 @@ class CaptureStatus:
         self._reopens = 0
         self._last_error: str | None = None
         self._last_frame: float | None = None
+        self._stale = 0
         # The exception that put the thread in "failed" (an InputError makes the daemon exit 66).
         self.error: Exception | None = None
         # The latest state changes, oldest first, for diagnostics and tests.
@@ -125,6 +134,7 @@ class CaptureStatus:
                 self._last_error,
                 self._since,
                 self._last_frame,
+                self._stale,
             )
 
     def wait_for(self, *states: str, timeout: float | None = None) -> bool:
@@ -132,22 +142,45 @@ class CaptureStatus:
         with self._cond:
             return self._cond.wait_for(lambda: self._state in states, timeout)
 
-    def set_state(self, state: str, error: Exception | None = None) -> None:
+    def set_state(
+        self, state: str, error: Exception | None = None, *, only_from: str | None = None
+    ) -> bool:
+        """Change the state (keeping ``error``); with ``only_from``, only if the state is that
+        one, atomically. True if the state changed."""
         with self._cond:
+            if only_from is not None and self._state != only_from:
+                return False
             if error is not None:
                 self._last_error = str(error)
                 if state == "failed":
                     self.error = error
-            if state != self._state:
-                self._state = state
-                self._since = time.monotonic()
-                self.history.append(state)
-                self._cond.notify_all()
+            if state == self._state:
+                return False
+            self._state = state
+            self._since = time.monotonic()
+            self.history.append(state)
+            self._cond.notify_all()
+            return True
 
-    def count_frame(self, ts_mono: float) -> None:
+    def count_frame(self, ts_mono: float) -> float | None:
+        """Count a delivered frame; if the source was stalled it is streaming again, and the
+        seconds it spent stalled are returned (else None)."""
         with self._cond:
             self._frames += 1
             self._last_frame = ts_mono
+            if self._state != "stalled":
+                return None
+            now = time.monotonic()
+            stalled_for = now - self._since
+            self._state = "streaming"
+            self._since = now
+            self.history.append("streaming")
+            self._cond.notify_all()
+            return stalled_for
+
+    def count_stale(self) -> None:
+        with self._cond:
+            self._stale += 1
 
     def count_reopen(self, error: Exception) -> None:
         with self._cond:
@@ -165,7 +198,11 @@ class CaptureThread(threading.Thread):
 
     Failures: SourceError → state ``reconnecting``, the source is closed and reopened after
     ``backoff`` seconds, doubling up to ``backoff_max``; the delay resets once a reopened source
-    delivers a frame. InputError (a file that cannot be read) → ``failed``, the error kept for
+    delivers a frame. A live source (camera, stream) that is open but has delivered no frame for
+    ``stall_after`` seconds → ``stalled`` (set by a small watch thread, ``capture-<name>-watch``,
+    as the capture thread is then blocked in the backend), back to ``streaming`` at its next
+    frame; its read timeout turns a longer stall into a failure.
+    InputError (a file that cannot be read) → ``failed``, the error kept for
     ``fatal_error()``. Any other exception is a bug or an unwrapped library error → ``failed``.
     End of a finite source → ``ended``. After ``stop()`` → ``stopped``.
     """
@@ -179,6 +216,7 @@ class CaptureThread(threading.Thread):
         stop: threading.Event | None = None,
         backoff: float = 1.0,
         backoff_max: float = 30.0,
+        stall_after: float = 2.0,
     ) -> None:
         deliver: Callable[[Frame], object]
         if handoff is not None and on_frame is None:
@@ -195,6 +233,7 @@ class CaptureThread(threading.Thread):
         self._deliver = deliver
         self.backoff = backoff
         self.backoff_max = backoff_max
+        self.stall_after = stall_after
         self._status = CaptureStatus()
         self._stop_event = stop if stop is not None else threading.Event()
         self._delay = backoff
@@ -202,13 +241,16 @@ class CaptureThread(threading.Thread):
     # -- what the daemon reads (any thread) ---------------------------------------------------
 
     def stats(self) -> CaptureStats:
-        """A consistent snapshot of state and counters."""
-        return self._status.snapshot()
+        """A consistent snapshot of state and counters (``stale`` adds the frames the source
+        itself skipped as backlog)."""
+        st = self._status.snapshot()
+        skipped = self.source.stale if isinstance(self.source, BaseSource) else 0
+        return replace(st, stale=st.stale + skipped) if skipped else st
 
     def status(self) -> dict[str, object]:
         """The snapshot as a dict for the status topic: state, frames, reopens, last_error,
-        since (monotonic seconds), last_frame (ts_mono of the newest frame)."""
-        st = self._status.snapshot()
+        since (monotonic seconds), last_frame (ts_mono of the newest frame), stale."""
+        st = self.stats()
         return {
             "state": st.state,
             "frames": st.frames,
@@ -216,6 +258,7 @@ class CaptureThread(threading.Thread):
             "last_error": st.last_error,
             "since": st.since,
             "last_frame": st.last_frame,
+            "stale": st.stale,
         }
 
     def fatal_error(self) -> Exception | None:
@@ -248,6 +291,7 @@ class CaptureThread(threading.Thread):
 
     def run(self) -> None:
         name = self.source.name
+        watch = self._start_watch()
         try:
             while not self._stop_event.is_set():
                 try:
@@ -275,6 +319,8 @@ class CaptureThread(threading.Thread):
                     log.exception("capture %r: unexpected error; capture stops", name)
                     return
         finally:
+            if watch is not None:
+                watch.set()
             self._close_source()
             if self.handoff is not None:
                 self.handoff.close()
@@ -285,18 +331,63 @@ class CaptureThread(threading.Thread):
     def _pump(self) -> bool:
         """Read and deliver until end of stream (True) or stop (False); SourceError propagates."""
         first = True
+        live = isinstance(self.source, BaseSource) and self.source.live
+        stale = 0
         while not self._stop_event.is_set():
             frame = self.source.read()
             if frame is None:
                 return True
+            # A frame taken before a stall, handed over when the stream recovers, is not news:
+            # delivering it would give results for a time the stream showed nothing.
+            if live and time.monotonic() - frame.ts_mono > self.stall_after:
+                stale += 1
+                self._status.count_stale()
+                continue
+            if stale:
+                log.warning(
+                    "capture %r: dropped %d frames captured more than %.3g s before they arrived "
+                    "(the backlog of a stall)",
+                    self.source.name,
+                    stale,
+                    self.stall_after,
+                )
+                stale = 0
             if first:
                 first = False
                 self._delay = self.backoff
                 self._status.set_state("streaming")
                 log.info("capture %r: streaming", self.source.name)
             self._deliver(frame)
-            self._status.count_frame(frame.ts_mono)
+            stalled_for = self._status.count_frame(frame.ts_mono)
+            if stalled_for is not None:
+                log.info(
+                    "capture %r: frames again after %.1f s stalled", self.source.name, stalled_for
+                )
         return False
+
+    def _start_watch(self) -> threading.Event | None:
+        """Start the stall watch for a live source; the event it returns ends it."""
+        source = self.source
+        if not isinstance(source, BaseSource) or not source.live:
+            return None
+        done = threading.Event()
+        period = min(0.25, self.stall_after / 4)
+
+        def watch() -> None:
+            while not done.wait(period):
+                quiet = time.monotonic() - source.heartbeat
+                if quiet >= self.stall_after and self._status.set_state(
+                    "stalled", only_from="streaming"
+                ):
+                    log.warning(
+                        "capture %r: no frame for %.1f s; stalled (no results until frames "
+                        "come again; reopened when the read times out)",
+                        source.name,
+                        quiet,
+                    )
+
+        threading.Thread(target=watch, name=f"capture-{source.name}-watch", daemon=True).start()
+        return done
 
     def _close_source(self) -> None:
         try:

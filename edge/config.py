@@ -191,6 +191,30 @@ class CameraSettings:
     motion_max_skip_s: float = key(
         10.0, "With motion gating: run inference at least this often anyway.", min=0.0
     )
+    rtsp_transport: str = key(
+        "",
+        "RTSP streams: RTP over tcp or udp; empty = TCP, or UDP where the camera refuses TCP.",
+        choices=("", "tcp", "udp"),
+    )
+    read_timeout_s: float = key(
+        5.0,
+        "Streams: seconds to open, or to deliver the next frame, before they are reopened.",
+        min=0.1,
+        max=600.0,
+    )
+    stall_after_s: float = key(
+        2.0,
+        "USB cameras and streams: seconds without a frame before the camera shows as stalled "
+        "(no results meanwhile; frames older than this are dropped).",
+        min=0.1,
+        max=600.0,
+    )
+    reconnect_min_s: float = key(
+        1.0, "Wait before reopening a failed camera; doubles per failure.", min=0.01, max=3600.0
+    )
+    reconnect_max_s: float = key(
+        30.0, "Longest wait between reopening attempts.", min=0.01, max=3600.0
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +443,12 @@ def validate(data: Mapping[str, Any], source: str = "") -> Config:
         CameraSettings(**_section(CameraSettings, c, f"cameras[{i}]", problems))
         for i, c in enumerate(cams_raw)
     )
+    for i, c in enumerate(cameras):
+        if c.reconnect_min_s > c.reconnect_max_s:
+            problems.append(
+                f"cameras[{i}].reconnect_min_s: {c.reconnect_min_s:g} is above reconnect_max_s "
+                f"({c.reconnect_max_s:g}); lower it or raise reconnect_max_s"
+            )
     names = [c.name for c in cameras]
     for n in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"cameras: name {n!r} is used more than once; names must be unique")

@@ -351,6 +351,8 @@ def source_spec(camera: CameraSettings, lores: tuple[int, int] | None = None) ->
         loop=camera.loop,
         realtime=camera.realtime,
         lores=lores if base.kind == "picamera2" else None,
+        read_timeout_s=camera.read_timeout_s,
+        rtsp_transport=camera.rtsp_transport,
     )
 
 
@@ -435,6 +437,9 @@ class Pipeline:
                     spec,
                     on_frame=self._deliver(slots, state, engine, lossless(spec), admit, self._stop),
                     stop=self._stop,
+                    backoff=cam.reconnect_min_s,
+                    backoff_max=cam.reconnect_max_s,
+                    stall_after=cam.stall_after_s,
                 )
         self.rss_after_models = rss_mb()
         self.memory_over_budget = False

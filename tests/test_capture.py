@@ -14,6 +14,7 @@ from edge.capture import CaptureThread, LatestFrame
 from edge.errors import InputError, SourceError
 from edge.frame import Frame
 from edge.sources import SourceSpec
+from edge.sources.base import BaseSource
 from edge.sources.opencv import OpenCVSource
 from edge.sources.synthetic import SyntheticSource
 
@@ -286,3 +287,106 @@ def test_shared_stop_event_and_output_choice() -> None:
         CaptureThread(synthetic())
     with pytest.raises(ValueError, match="exactly one"):
         CaptureThread(synthetic(), LatestFrame(), on_frame=lambda f: None)
+
+
+class GatedCamera(BaseSource):
+    """A live source of real synthetic frames that delivers only while ``gate`` is set, like a
+    camera that hangs and comes back; ``age`` makes its frames that many seconds old."""
+
+    kind = "synthetic"
+
+    def __init__(self) -> None:
+        super().__init__(SourceSpec(kind="synthetic", name="gated"))
+        self.inner = synthetic(fps=50.0)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.age = 0.0
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    def _open(self) -> None:
+        self.inner.open()
+
+    def _read(self) -> Frame:
+        while not self.gate.wait(0.05):
+            if self.closing:
+                raise self._interrupted()
+        frame = self.inner.read()
+        assert frame is not None
+        return self._frame(frame.image, ts_mono=time.monotonic() - self.age)
+
+    def _release(self) -> None:
+        self.inner.close()
+
+
+def test_a_live_source_without_frames_is_stalled_until_frames_come_again() -> None:
+    """No frame for stall_after seconds → state `stalled` (the status says so, nothing is
+    delivered); the next frame → `streaming` again, without a reopen."""
+    camera = GatedCamera()
+    handoff = LatestFrame()
+    t = CaptureThread(camera, handoff, stall_after=0.3)
+    t.start()
+    try:
+        assert t.wait_for_state("streaming", timeout=5)
+        camera.gate.clear()
+        assert t.wait_for_state("stalled", timeout=2)
+        assert t.status()["state"] == "stalled"
+        handoff.get(0)  # empty the slot: nothing new may arrive while stalled
+        assert handoff.get(timeout=0.3) is None
+        camera.gate.set()
+        assert t.wait_for_state("streaming", timeout=2)
+        assert handoff.get(timeout=2) is not None
+    finally:
+        t.stop()
+        t.join(5)
+    assert t.history[:4] == ["starting", "streaming", "stalled", "streaming"]
+    assert t.stats().reopens == 0
+
+
+def test_frames_older_than_stall_after_are_dropped_as_stale() -> None:
+    """A live frame captured longer than stall_after before it arrives (the backlog of a
+    stall) is counted as stale and not delivered; fresh frames are."""
+    camera = GatedCamera()
+    camera.age = 1.0
+    delivered: list[Frame] = []
+    t = CaptureThread(camera, on_frame=delivered.append, stall_after=0.5)
+    t.start()
+    try:
+        deadline = time.monotonic() + 5
+        while t.stats().stale < 5:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not delivered
+        camera.age = 0.0
+        assert t.wait_for_state("streaming", timeout=2)
+    finally:
+        t.stop()
+        t.join(5)
+    assert delivered and all(time.monotonic() - f.ts_mono < 5 for f in delivered)
+
+
+def test_a_file_waiting_for_a_slow_consumer_never_stalls() -> None:
+    """A file is not live: a consumer that takes longer than stall_after per frame leaves it
+    streaming, and every frame is delivered (none counted stale)."""
+    source = OpenCVSource(SourceSpec(kind="opencv", target=str(ROOT / "samples" / "shapes.mp4")))
+    assert source.live is False
+    delivered: list[Frame] = []
+
+    def slow(frame: Frame) -> None:
+        delivered.append(frame)
+        time.sleep(0.25)  # the slow consumer being simulated
+
+    t = CaptureThread(source, on_frame=slow, stall_after=0.1)
+    t.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(delivered) < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        t.stop()
+        t.join(5)
+    assert "stalled" not in t.history and t.stats().stale == 0
+    assert [f.index for f in delivered[:4]] == [0, 1, 2, 3]

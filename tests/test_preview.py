@@ -381,6 +381,82 @@ def test_snapshot_writes_one_annotated_frame_and_exits(tmp_path: Path) -> None:
     assert 0.005 < float(changed.mean()) < 0.5
 
 
+def short_clip(path: Path, count: int = 5) -> Path:
+    """The first ``count`` frames of the sample clip as an mp4 of its own."""
+    frames = clip_frames(set(range(count)))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (640, 480))
+    for i in range(count):
+        writer.write(frames[i])
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("kind", ["photo", "video"])
+def test_the_page_stays_up_with_the_last_frame_after_a_finite_source_ends(
+    tmp_path: Path, kind: str
+) -> None:
+    """A photo or a short video without --loop: after the source has ended the page keeps
+    serving its last annotated frame (snapshot and stream) until --duration, then exits 0."""
+    if kind == "photo":
+        source = tmp_path / "photo.png"
+        cv2.imwrite(str(source), clip_frames({0})[0])
+    else:
+        source = short_clip(tmp_path / "short.mp4")
+    started = time.monotonic()
+    p = PreviewProcess(tmp_path, "--source", str(source), "--model", MODEL, "--duration", "5")
+    try:
+        wait_until(
+            lambda: get_json(p.url + "stats.json")["cameras"]["camera"]["source_state"] == "ended",
+            20,
+            "the end of the source",
+        )
+        cam = get_json(p.url + "stats.json")["cameras"]["camera"]
+        assert cam["inferred"] == 1 if kind == "photo" else 1 <= cam["inferred"] <= 5
+        assert p.proc.poll() is None, "the preview exited when its source ended"
+        with urllib.request.urlopen(p.url + "snapshot.jpg", timeout=10) as r:
+            snap = cv2.imdecode(np.frombuffer(r.read(), np.uint8), cv2.IMREAD_COLOR)
+        assert snap is not None and snap.shape == (480, 640, 3)
+        ((headers, body),) = read_parts(p.url + "stream.mjpg", 1, seconds=10)
+        assert int(headers["content-length"]) == len(body) > 1000
+        out, _ = p.proc.communicate(timeout=20)
+    finally:
+        p.kill()
+    assert p.proc.returncode == 0, p.stderr()
+    assert time.monotonic() - started >= 5
+    assert (
+        "every source has ended; the page shows the last frame until Ctrl-C or the end of "
+        "--duration 5 s" in out
+    )
+
+
+def test_snapshot_of_a_camera_that_cannot_open_fails_within_its_timeout(tmp_path: Path) -> None:
+    """--snapshot on a stream that refuses connections exits 1 after --snapshot-timeout with
+    the camera's state and why it cannot open, instead of retrying forever."""
+    snap = tmp_path / "snap.jpg"
+    port = free_port()
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "edge", "preview", "--model", MODEL),
+            *("--source", f"rtsp://127.0.0.1:{port}/live", "--snapshot", str(snap)),
+            *("--snapshot-timeout", "2"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert time.monotonic() - started < 15
+    assert (
+        f"--snapshot: no frame within 2 s; camera 'camera' is reconnecting: stream "
+        f"rtsp://127.0.0.1:{port}/live: connection refused by 127.0.0.1:{port}" in proc.stderr
+    )
+    assert "allow longer with --snapshot-timeout" in proc.stderr and not snap.exists()
+
+
 def test_encoding_happens_only_while_watched_and_at_the_capped_rate() -> None:
     """With no stream client nothing is encoded while results flow; a client receives frames
     at no more than --preview-fps although inference runs faster; after it leaves, encoding

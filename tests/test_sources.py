@@ -380,13 +380,22 @@ def test_opencv_missing_camera_is_a_source_error() -> None:
 
 
 def test_opencv_unreachable_stream_is_a_source_error() -> None:
-    """A stream that refuses connections raises SourceError without its password in the text."""
+    """A stream that refuses connections raises SourceError saying so, without its password."""
     spec = SourceSpec(
-        kind="opencv", target="rtsp://admin:secret@127.0.0.1:9/live", options={"timeout": 2.0}
+        kind="opencv", target="rtsp://admin:secret@127.0.0.1:9/live", read_timeout_s=2.0
     )
     with pytest.raises(SourceError) as info:
         OpenCVSource(spec).open()
     assert "secret" not in str(info.value) and "admin:***@127.0.0.1:9" in str(info.value)
+    assert "connection refused by 127.0.0.1:9" in str(info.value)
+
+
+def test_spec_checks_stream_settings() -> None:
+    """read_timeout_s must be positive and rtsp_transport tcp, udp or empty."""
+    with pytest.raises(ConfigError) as info:
+        SourceSpec(kind="opencv", target="rtsp://h/x", read_timeout_s=0, rtsp_transport="http")
+    assert len(info.value.problems) == 2
+    assert SourceSpec(kind="opencv", target="rtsp://h/x", rtsp_transport="udp").read_timeout_s == 5
 
 
 def test_redact_leaves_urls_without_credentials_alone() -> None:

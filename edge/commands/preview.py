@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edge.argtypes import number, whole
 from edge.commands.options import add_pipeline, require_source
+from edge.preview import SNAPSHOT_TIMEOUT_S
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,7 +42,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="write the first annotated frame to FILE (.jpg or .png) and exit",
     )
     g.add_argument("--no-terminal", action="store_true", help="no live view on the terminal")
-    p.add_argument("--duration", type=number(0.0, above=True), help="stop after this many seconds")
+    p.add_argument(
+        "--snapshot-timeout",
+        type=number(0.0, above=True),
+        default=SNAPSHOT_TIMEOUT_S,
+        metavar="S",
+        help="with --snapshot: fail (exit 1) when no frame was inferred within S seconds, "
+        f"e.g. because the camera cannot be opened (default {SNAPSHOT_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--duration",
+        type=number(0.0, above=True),
+        help="stop after this many seconds (otherwise the page stays up, after the end of a "
+        "file or photo too, until Ctrl-C)",
+    )
     p.add_argument(
         "--mqtt",
         action="store_true",

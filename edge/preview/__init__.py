@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+# --snapshot gives up after this long without a frame (a camera that cannot be opened).
+SNAPSHOT_TIMEOUT_S = 20.0
+
 
 def run(args: argparse.Namespace) -> int:
     """Run ``edge preview`` with parsed arguments; returns the exit code."""
@@ -35,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         preview_fps=args.preview_fps,
         quality=args.quality,
         mqtt=args.mqtt,
+        snapshot_timeout=args.snapshot_timeout,
     )
     terminal = not args.no_terminal and sys.stdout.isatty()
     return session.run(duration=args.duration, snapshot=args.snapshot, terminal=terminal)

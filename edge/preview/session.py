@@ -2,8 +2,11 @@
 preview listener, encoder, HTTP server and terminal view (or, with ``--snapshot``, just the
 first annotated frame written to a file). MQTT is optional and wired like ``edge run``.
 
-Exit codes follow ``edge run``: 0 after Ctrl-C, SIGTERM, ``--duration`` or the end of every
-finite source; 78 for settings and models; 66 for a missing input file.
+When every source has ended (a video file without ``--loop``, a photo) the page stays up and
+keeps showing the last annotated frame until Ctrl-C, SIGTERM or ``--duration``.
+
+Exit codes follow ``edge run``: 0 after Ctrl-C, SIGTERM or ``--duration``; 78 for settings and
+models; 66 for a missing input file; 1 when ``--snapshot`` got no frame in its time limit.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from edge.annotate import annotate
 from edge.config import Config
 from edge.errors import ConfigError, EdgeError, SourceError
 from edge.pipeline import Pipeline, ResultListener
+from edge.preview import SNAPSHOT_TIMEOUT_S
 from edge.preview.frames import Encoder, Latest, LatestResults, Streams, figures, render
 from edge.preview.server import PreviewServer
 from edge.preview.terminal import TerminalView
@@ -75,6 +79,7 @@ class PreviewSession:
         preview_fps: float = 15.0,
         quality: int = 80,
         mqtt: bool = False,
+        snapshot_timeout: float = SNAPSHOT_TIMEOUT_S,
         out: TextIO = sys.stdout,
     ) -> None:
         self.config = config
@@ -94,6 +99,7 @@ class PreviewSession:
         self.publisher: Publisher | None = None
         self.view: TerminalView | None = None
         self.exit_code = 0
+        self.snapshot_timeout = snapshot_timeout
 
     # -- figures -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -183,8 +189,9 @@ class PreviewSession:
             self._print_summary()
         return self.exit_code
 
-    def _ended(self, start: float, duration: float | None) -> bool:
-        """True when the run should end; sets ``exit_code`` for a fatal source error."""
+    def _ended(self, start: float, duration: float | None, *, at_end: bool = True) -> bool:
+        """True when the run should end; sets ``exit_code`` for a fatal source error. With
+        ``at_end`` False the end of every source does not end the run."""
         assert self.pipeline is not None
         fatal = self.pipeline.failure()
         if fatal is not None:
@@ -194,7 +201,7 @@ class PreviewSession:
         if duration is not None and time.monotonic() - start >= duration:
             log.info("duration of %.1f s reached, stopping", duration)
             return True
-        if self.pipeline.finished():
+        if at_end and self.pipeline.finished():
             log.info("every source has ended, stopping")
             return True
         return False
@@ -202,16 +209,32 @@ class PreviewSession:
     def _loop(self, duration: float | None) -> None:
         start = time.monotonic()
         next_draw = start
+        told = False
         while not self.stop.wait(0.2):
-            if self._ended(start, duration):
+            if self._ended(start, duration, at_end=False):
                 return
+            if not told and self.pipeline is not None and self.pipeline.finished():
+                told = True
+                self._say_ended(duration)
             now = time.monotonic()
             if self.view is not None and now >= next_draw:
                 next_draw = now + 1.0
                 self.view.draw(self.stats())
 
+    def _say_ended(self, duration: float | None) -> None:
+        until = f"Ctrl-C or the end of --duration {duration:g} s" if duration else "Ctrl-C"
+        log.info("every source has ended; showing the last frame until %s", until)
+        if self.view is None:  # the terminal view shows the camera as ended in place
+            print(
+                f"edge preview: every source has ended; the page shows the last frame until "
+                f"{until} (--loop plays files again)",
+                file=self.out,
+            )
+            self.out.flush()
+
     def _snapshot(self, path: Path, duration: float | None) -> None:
         start = time.monotonic()
+        limit = min(duration, self.snapshot_timeout) if duration else self.snapshot_timeout
         while not self.latest.first.wait(0.1):
             if self.stop.is_set() or self._ended(start, duration):
                 if self.exit_code == 0:
@@ -220,11 +243,27 @@ class PreviewSession:
                         "delivers frames (or give a longer --duration)"
                     )
                 return
+            if time.monotonic() - start >= limit:
+                raise SourceError(self._no_frame(limit))
         item = next(iter(self.latest.all().values()))
         write_snapshot(path, item)
         print(
             f"edge preview: wrote {path} (camera {item.camera.name}, frame {item.frame.index})",
             file=self.out,
+        )
+
+    def _no_frame(self, waited: float) -> str:
+        """Why ``--snapshot`` got nothing: each camera's capture state and last error."""
+        assert self.pipeline is not None
+        why = []
+        for name, cam in self.pipeline.stats()["cameras"].items():
+            error = cam.get("last_error")
+            why.append(
+                f"camera {name!r} is {cam['source_state']}" + (f": {error}" if error else "")
+            )
+        return (
+            f"--snapshot: no frame within {waited:g} s; {'; '.join(why)}. Check the source, or "
+            "allow longer with --snapshot-timeout"
         )
 
     def _shutdown(self) -> None:

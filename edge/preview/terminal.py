@@ -68,6 +68,10 @@ def format_lines(stats: dict[str, Any], url: str) -> list[str]:
         latest = c.get("latest") or {}
         where = f"frame {latest['frame_index']}: " if "frame_index" in latest else ""
         lines.append(f"  {where}{result_text(latest.get('result'))}")
+        state = c.get("source_state", "streaming")
+        if state != "streaming":  # ended (last frame kept), stalled, reconnecting …
+            error = c.get("last_error") if state in ("reconnecting", "failed") else None
+            lines.append(f"  source {state}" + (f": {error}" if error else ""))
     return lines
 
 

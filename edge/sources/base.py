@@ -27,6 +27,7 @@ from edge.frame import Frame
 log = logging.getLogger(__name__)
 
 KINDS = ("opencv", "images", "synthetic", "picamera2")
+RTSP_TRANSPORTS = ("", "tcp", "udp")
 # Clockwise rotation in degrees → quarter turns for np.rot90 (which turns counter-clockwise).
 ROTATIONS = {0: 0, 90: -1, 180: 2, 270: 1}
 # Mirroring → the axes to reverse: "h" mirrors left-right, "v" upside-down.
@@ -49,6 +50,10 @@ class SourceSpec:
     realtime: file sources are paced at the file's own rate (or ``fps``) like a live camera,
         skipping frames when reading falls behind.
     lores: picamera2 only, (width, height) of the ISP-scaled stream handed on as the frame.
+    read_timeout_s: OpenCV streams: seconds a stream may take to open, or to deliver its next
+        frame, before it counts as failed (and is reopened by the capture thread).
+    rtsp_transport: OpenCV RTSP streams: ``tcp`` or ``udp`` for RTP; empty = TCP first, UDP if
+        the server refuses TCP (OpenCV's own default).
     options: backend-specific extras; each backend rejects keys it does not know.
     """
 
@@ -63,6 +68,8 @@ class SourceSpec:
     loop: bool = False
     realtime: bool = False
     lores: tuple[int, int] | None = None
+    read_timeout_s: float = 5.0
+    rtsp_transport: str = ""
     options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +94,12 @@ class SourceSpec:
             problems.append(f"source.flip: {self.flip!r} must be h, v, hv or unset")
         if self.lores is not None and (len(self.lores) != 2 or min(self.lores) <= 0):
             problems.append(f"source.lores: {self.lores!r} must be (width, height) in pixels")
+        if not (math.isfinite(self.read_timeout_s) and self.read_timeout_s > 0):
+            problems.append(f"source.read_timeout_s: {self.read_timeout_s!r} must be > 0 seconds")
+        if self.rtsp_transport not in RTSP_TRANSPORTS:
+            problems.append(
+                f"source.rtsp_transport: {self.rtsp_transport!r} must be tcp, udp or empty"
+            )
         if problems:
             raise ConfigError(problems)
         # Freeze the mapping so a spec shared between threads cannot change under them.
@@ -172,6 +185,11 @@ class BaseSource:
 
     ``_read`` runs without the lock, so ``close()`` from another thread never waits for a blocked
     device; it sets ``_closing`` (which interrupts ``_wait``) and leaves the release to the reader.
+
+    ``live`` sources (cameras, streams) keep ``heartbeat``, the ``time.monotonic()`` of the last
+    frame the device delivered (also those dropped by pacing), so the capture thread can tell a
+    stalled device from a slow consumer, and ``stale``, the frames the backend skipped as the
+    backlog of a stall. Plain numbers, written by the reading thread only.
     """
 
     kind: ClassVar[str]
@@ -184,6 +202,13 @@ class BaseSource:
         self._closing = threading.Event()
         self._opened = False
         self._busy = False
+        self.heartbeat = time.monotonic()
+        self.stale = 0  # live frames the backend skipped as the backlog of a stall
+
+    @property
+    def live(self) -> bool:
+        """Whether frames come from a device or stream in real time (not from files)."""
+        return False
 
     # -- public protocol ---------------------------------------------------------------------
 
@@ -196,6 +221,7 @@ class BaseSource:
         self._open()
         with self._lock:
             self._opened = True
+            self.heartbeat = time.monotonic()
             raced = self._closing.is_set()
         if raced:  # close() arrived from another thread while the device was being opened
             self.close()
@@ -265,6 +291,7 @@ class BaseSource:
         """Orient ``image`` and stamp it; ``ts_mono`` defaults to now (seconds, monotonic)."""
         now = time.monotonic()
         wall = time.time()
+        self.heartbeat = now
         if ts_mono is None:
             ts_mono = now
         else:
