@@ -161,3 +161,10 @@ def wait_results(sub: Subscriber, n: int, timeout: float = 30.0, camera: str | N
 
 def subscribe(broker: Broker | tuple[str, int], client_id: str = "fault-subscriber") -> Subscriber:
     return Subscriber(broker, f"{BASE}/#", client_id=client_id)
+
+
+def report(case: str, counts: dict[tuple[str, str], Tally], exit_code: int | None) -> None:
+    """One line per fault case for the record (shown with ``pytest -s``): what the subscriber
+    counted, per stream, and the daemon's exit code."""
+    streams = "; ".join(f"{cam}@{boot[:6]} {t}" for (boot, cam), t in sorted(counts.items()))
+    print(f"\nFAULT {case}: exit {exit_code}; {streams}")

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 from broker import Broker
-from faultkit import REPO, DaemonProc, config_text, last_json, subscribe, tally, wait_results
+from faultkit import (
+    REPO,
+    DaemonProc,
+    config_text,
+    last_json,
+    report,
+    subscribe,
+    tally,
+    wait_results,
+)
 
 from edge.errors import EX_CONFIG, EX_NOINPUT, EX_USAGE
 from edge.outbox import Outbox
@@ -58,6 +67,7 @@ def test_outbox_with_damaged_pages_is_salvaged_and_the_daemon_starts(tmp_path: P
     log = d.log()
     assert "Traceback" not in log
     salvaged = int(log.split("copied the ")[1].split(" results")[0])
+    report(f"damaged outbox ({salvaged} of 6000 rows salvaged)", tally(sub), d.proc.returncode)
     old = tally(sub)[("oldboot00000", "a")]
     assert old.received == salvaged and 5000 <= salvaged < 6000, (salvaged, str(old))
     assert old.out_of_order == 0

@@ -18,6 +18,7 @@ from faultkit import (
     DaemonProc,
     config_text,
     last_json,
+    report,
     results,
     subscribe,
     tally,
@@ -79,6 +80,7 @@ def test_full_state_disk_loses_nothing_while_connected_and_recovers(
         if sub is not None:
             sub.close()
         broker.kill()
+    report("state disk full (64 KiB tmpfs), outage, space freed", tally(sub), d.proc.returncode)
     log = d.log()
     # Once per change of state: one ERROR per failing spell, each ended by one recovery line.
     failures, recoveries = log.count("database or disk is full"), log.count("writable again")

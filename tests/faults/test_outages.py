@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 from broker import Broker, Subscriber
-from faultkit import DaemonProc, config_text, results, subscribe, tally, wait_results
+from faultkit import DaemonProc, config_text, report, results, subscribe, tally, wait_results
 
 INFLIGHT = 16
 
 
-def assert_lossless(sub: Subscriber, boots: int = 1) -> None:
+def assert_lossless(sub: Subscriber, case: str, code: int | None, boots: int = 1) -> None:
     counts = tally(sub)
+    report(case, counts, code)
     assert len(counts) == boots, list(counts)
     for key, t in counts.items():
         assert (t.gaps, t.out_of_order) == (0, 0), (key, str(t))
@@ -36,7 +37,7 @@ def test_broker_killed_mid_run_loses_nothing(broker: Broker, tmp_path: Path) -> 
     finally:
         if d.proc.poll() is None:
             d.kill()
-    assert_lossless(sub)
+    assert_lossless(sub, "broker SIGKILLed for 4 s", d.proc.returncode)
     sub.close()
 
 
@@ -57,7 +58,7 @@ def test_flapping_broker_loses_nothing(broker: Broker, tmp_path: Path) -> None:
             d.kill()
     last = int(d.log().split("(last seq ")[1].split(",")[0])
     assert sub.wait_until(lambda ms: len({r["seq"] for r in results(sub)}) >= last, 20)
-    assert_lossless(sub)
+    assert_lossless(sub, "broker flapping 5 x (1 s down, 1.5 s up)", d.proc.returncode)
     sub.close()
 
 
@@ -84,7 +85,11 @@ def test_broker_absent_at_start_then_back_within_the_backoff_cap(tmp_path: Path)
         broker.kill()
     seqs = sorted({r["seq"] for r in results(sub)})
     assert seqs[0] == 1, "results produced before the broker came up were lost"
-    assert_lossless(sub)
+    assert_lossless(
+        sub,
+        f"broker absent 12 s at start (connected {waited:.1f} s after it came)",
+        d.proc.returncode,
+    )
     sub.close()
 
 
@@ -115,5 +120,5 @@ def test_sigterm_while_draining_a_backlog_loses_nothing(broker: Broker, tmp_path
     finally:
         if d2.proc.poll() is None:
             d2.kill()
-    assert_lossless(sub, boots=2)
+    assert_lossless(sub, "SIGTERM while draining, then restart", d2.proc.returncode, boots=2)
     sub.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from broker import Broker, free_port
-from faultkit import BASE, DaemonProc, config_text, last_json, results, subscribe, tally
+from faultkit import BASE, DaemonProc, config_text, last_json, report, results, subscribe, tally
 
 
 def test_acl_denied_camera_is_quarantined_and_the_other_flows(tmp_path: Path) -> None:
@@ -58,6 +58,7 @@ def test_acl_denied_camera_is_quarantined_and_the_other_flows(tmp_path: Path) ->
                 d.kill()
         assert d.log().count("the broker refuses results on") == 1, d.log()
         counts = tally(sub)
+        report("ACL denies camera b (MQTT 5)", counts, d.proc.returncode)
         t = next(iter(counts.values()))
         assert {c for _, c in counts} == {"a"}, "a denied result reached the subscriber"
         assert (t.gaps, t.out_of_order) == (0, 0), t
@@ -186,6 +187,7 @@ def test_broker_that_refuses_by_disconnecting_gets_the_topic_quarantined(
         if d.proc.poll() is None:
             d.kill()
     counts = tally(sub)
+    report("broker disconnects on camera b's publishes (MQTT 3.1.1)", counts, d.proc.returncode)
     assert {c for _, c in counts} == {"a"}
     (t,) = counts.values()
     assert (t.gaps, t.out_of_order) == (0, 0), t

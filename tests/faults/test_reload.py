@@ -12,6 +12,7 @@ from faultkit import (
     DaemonProc,
     config_text,
     last_json,
+    report,
     results,
     subscribe,
     tally,
@@ -50,6 +51,7 @@ def test_reload_with_an_unreadable_password_file_is_refused_and_delivery_goes_on
         if d.proc.poll() is None:
             d.kill()
     counts = tally(sub)
+    report("reload with an unreadable password_file, then restored", counts, d.proc.returncode)
     assert len(counts) == 1, f"one boot_id for the whole process, got {list(counts)}"
     (t,) = counts.values()
     assert (t.gaps, t.duplicates, t.out_of_order) == (0, 0, 0), t
@@ -85,6 +87,9 @@ def test_refused_reload_applies_no_part_of_the_new_file(broker: Broker, tmp_path
             d.kill()
         second.kill()
     both = tally(sub1, sub2)
+    report(
+        "refused reload (2nd broker + truncated model), then accepted move", both, d.proc.returncode
+    )
     assert len(both) == 1, list(both)
     (t,) = both.values()
     # Across the two brokers: every seq from 1 to the last, once (the outbox hands over what
@@ -112,6 +117,7 @@ def test_accepted_reload_swaps_only_what_changed(broker: Broker, tmp_path: Path)
     finally:
         if d.proc.poll() is None:
             d.kill()
+    report("accepted reload of a camera rate", tally(sub), d.proc.returncode)
     assert d.log().count("loaded model.tflite") == 1, "an unchanged model was loaded again"
     (t,) = tally(sub).values()
     assert (t.gaps, t.duplicates, t.out_of_order) == (0, 0, 0), t
