@@ -517,6 +517,8 @@ class Pipeline:
         ]
         # Inference ends first and then tells its result thread, which finishes what is queued.
         for t in [*threads, *self.workers, *(w.results for w in self.workers)]:
+            if t.ident is None:
+                continue  # never started (stop() after a failed start)
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 log.warning("thread %s did not stop within %.1f s", t.name, timeout)

@@ -465,3 +465,12 @@ def test_background_only_frames_give_results_without_detections(
     assert len(rec.calls) == 2
     assert rec.calls[0].result.detections == ()
     assert {d.label for d in rec.calls[1].result.detections} == {"circle", "square", "triangle"}
+
+
+def test_stop_before_start_is_harmless() -> None:
+    """A pipeline built and then stopped without being started (a start that failed half-way)
+    stops without raising."""
+    from edge.config import validate
+    from edge.pipeline import Pipeline
+
+    Pipeline(validate({"cameras": [{"source": "synthetic"}]})).stop(timeout=1.0)
