@@ -185,6 +185,7 @@ class CameraState:
             "model": self.model,
             "source_state": cap.get("state", "stopped"),
             "reopens": cap.get("reopens", 0),
+            "stale": cap.get("stale", 0),
             "last_error": cap.get("last_error") or None,
             "fps_in": self.fps_in.rate(),
             "fps_out": self.fps_out.rate(),
