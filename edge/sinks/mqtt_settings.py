@@ -11,14 +11,11 @@ import os
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 
+from edge.config import Config, topic_name_problem
 from edge.errors import ConfigError
-
-if TYPE_CHECKING:
-    from edge.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +28,9 @@ def validate_topic_part(name: str, what: str) -> None:
 
     Refused: empty, longer than 64 characters, ``+``, ``#`` or ``/`` (wildcards and level
     separators would publish into other topics), a leading ``$`` (reserved for broker topics such
-    as ``$SYS``), NUL or other non-printable characters, text that is not valid UTF-8."""
+    as ``$SYS``), NUL or other non-printable characters, text that is not valid UTF-8, and
+    anything else ``edge.config.topic_name_problem`` refuses (non-ASCII letters, spaces, a
+    leading ``-``): one rule for names in the configuration and on the command line."""
     problem = _topic_part_problem(name)
     if problem is not None:
         raise ConfigError(
@@ -58,6 +57,10 @@ def _topic_part_problem(name: object) -> str | None:
         return "is not valid UTF-8"
     if not name.isprintable():
         return "contains NUL or another non-printable character"
+    if topic_name_problem(name) is not None:
+        # The same rule as the configuration's device and camera names (one validator): plain
+        # ASCII names also make valid Home Assistant ids and shell-safe arguments.
+        return "has characters other than letters, digits, '_', '-' and '.', or starts with one"
     return None
 
 
