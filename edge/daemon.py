@@ -45,9 +45,6 @@ log = logging.getLogger(__name__)
 OUTBOX_FILE = "outbox.sqlite3"
 SWITCH_INTERVAL_S = 0.0005
 
-# The sink's settings from the ``[mqtt]`` section; the old name, kept for its callers.
-mqtt_settings = MqttSettings.from_config
-
 
 def start_sink(config: Config, boot_id: str = "", settings: MqttSettings | None = None) -> MqttSink:
     """The MQTT sink with its durable outbox in the state directory, started (it connects in
@@ -137,26 +134,17 @@ class Daemon:
         sink.final_stats = self._final_stats
         self.sink, self.settings = sink, settings
 
-    def _loader(self, config: Config) -> Callable[[str], Engine]:
-        """Load a model reference with ``config``'s runtime settings, reusing an engine already
-        loaded with exactly the same reference and settings."""
+    def _build(self, config: Config) -> _Built:
+        """Everything ``config`` needs, opened and loaded, nothing started (raises EdgeError).
+        An engine already loaded with the same reference and settings is reused."""
+        options, post = runtime_options(config), overrides(config)
 
         def load(ref: str) -> Engine:
-            key = (ref, runtime_options(config), overrides(config))
-            engine = self._engines.get(key)
-            if engine is None:
-                engine = Engine.load(ref, runtime_options(config), overrides(config))
-            return engine
+            engine = self._engines.get((ref, options, post))
+            return engine if engine is not None else Engine.load(ref, options, post)
 
-        return load
-
-    def _build(self, config: Config) -> _Built:
-        """Everything ``config`` needs, opened and loaded, nothing started (raises EdgeError)."""
-        checked = preflight.check(config, load=self._loader(config))
-        engines = {
-            (ref, runtime_options(config), overrides(config)): e
-            for ref, e in checked.engines.items()
-        }
+        checked = preflight.check(config, load=load)
+        engines = {(ref, options, post): e for ref, e in checked.engines.items()}
         publisher = Publisher(_CurrentSink(self), config.mqtt)
         try:
             pipeline = Pipeline(

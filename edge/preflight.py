@@ -20,6 +20,7 @@ from edge.engine import Engine
 from edge.errors import ConfigError, EdgeError, InputError
 from edge.pipeline import overrides, runtime_options, source_spec
 from edge.sinks.mqtt_settings import MqttSettings, check_files
+from edge.sources import SourceSpec
 from edge.sources.opencv import classify
 
 
@@ -51,7 +52,7 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
         problems.append(f"state_dir: {problem}")
     for i, cam in enumerate(config.cameras):
         try:
-            _check_source(cam.source, source_spec(cam))
+            _check_source(source_spec(cam))
         except InputError as exc:
             missing.append(f"cameras[{i}].source: {exc}")
         except ConfigError as exc:
@@ -96,12 +97,9 @@ def _state_dir_problem(state: Path) -> str | None:
     return None
 
 
-def _check_source(text: str, spec: object) -> None:
+def _check_source(spec: SourceSpec) -> None:
     """File sources must exist now (the daemon exits 66 on a missing file); cameras and
     streams are only known once opened, and the daemon retries those."""
-    from edge.sources import SourceSpec
-
-    assert isinstance(spec, SourceSpec)
     if spec.kind == "opencv" and classify(spec.target) == "file":
         if not os.path.isfile(spec.target):
             raise InputError(f"video file {spec.target!r} does not exist; check the path")

@@ -444,7 +444,6 @@ class MqttSink:
         # callback would end paho's network thread and with it all reconnecting.
         client.suppress_exceptions = True
         client.max_inflight_messages_set(s.inflight)
-        self._next_reconnect_delay(client)
         client.will_set(self._status_topic, "offline", qos=1, retain=True)
         secure(client, s, self._password, self._tls_key)
         client.on_socket_open = self._cb_socket_open
@@ -457,8 +456,8 @@ class MqttSink:
     def _next_reconnect_delay(self, client: mqtt.Client) -> None:
         """Set the wait before paho's next connection attempt: ``reconnect_min_s`` doubling per
         failed attempt up to ``reconnect_max_s``, a random 50-100 % of that. paho's own doubling
-        has no jitter, so the delay is set for each attempt (paho reads it after the
-        on_connect_fail / on_disconnect callback, which calls this)."""
+        has no jitter, so the delay is set for each attempt: every wait of paho's follows an
+        on_connect_fail or on_disconnect callback, and those call this."""
         s = self.settings
         ceiling = min(
             s.reconnect_max_s, s.reconnect_min_s * 2.0 ** min(self._reconnect_attempt, 16)
@@ -538,8 +537,7 @@ class MqttSink:
         # Take back what paho still holds from the last connection: the outbox re-sends it, in
         # order and at most `inflight` at a time (paho would send it all at once, #492).
         client.drop_out_messages()
-        self._reconnect_attempt = 0
-        self._next_reconnect_delay(client)
+        self._reconnect_attempt = 0  # the next loss waits reconnect_min_s again
         client.publish(self._status_topic, "online", qos=1, retain=True)
         if self._details is not None:
             client.publish(self._details_topic, self._details, qos=1, retain=True)
