@@ -335,8 +335,10 @@ class Daemon:
             return
         # Everything is ready: from here on only swaps.
         old = self.config
-        seqs = self.pipeline.last_seq() if self.pipeline is not None else {}
+        running = self.pipeline
         self._stop_pipeline()
+        # Read after the stop: results still queued when it began get their numbers meanwhile.
+        seqs = running.last_seq() if running is not None else {}
         new = built.config
         sink_changed = built.settings != self.settings or new.state_path() != old.state_path()
         if sink_changed:
