@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from edge import __version__
+from edge.choices import LOG_LEVELS
 from edge.commands import COMMANDS, execute
 from edge.commands.options import warn_deprecated
 from edge.errors import EX_USAGE
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_LEVEL = "warning"
 
 

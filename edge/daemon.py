@@ -34,7 +34,7 @@ from edge.engine import Engine, Overrides
 from edge.errors import ConfigError, EdgeError
 from edge.notify import Notifier
 from edge.outbox import Outbox
-from edge.pipeline import Pipeline, new_boot_id, overrides, runtime_options
+from edge.pipeline import Pipeline, new_boot_id
 from edge.publisher import Publisher
 from edge.runtime import RuntimeOptions
 from edge.sinks.mqtt import MqttSink
@@ -137,7 +137,8 @@ class Daemon:
     def _build(self, config: Config) -> _Built:
         """Everything ``config`` needs, opened and loaded, nothing started (raises EdgeError).
         An engine already loaded with the same reference and settings is reused."""
-        options, post = runtime_options(config), overrides(config)
+        options = RuntimeOptions.from_settings(config.model)
+        post = Overrides.from_settings(config.model)
 
         def load(ref: str) -> Engine:
             engine = self._engines.get((ref, options, post))

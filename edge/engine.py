@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.choices import TASKS, ResizeMode, Task
 from edge.config import ModelSettings
 from edge.errors import ModelError
 from edge.labels import fit_labels
 from edge.models import MANIFEST, ModelSpec, PostprocessConfig, load_spec
 from edge.postprocess import Postprocessor
 from edge.preprocess import PreprocessConfig, Preprocessor, TensorSpec, Transform
-from edge.result import TASKS, Result, Timings
+from edge.result import Result, Timings
 from edge.runtime import Interpreter, RuntimeOptions, load
 from edge.tasks import (
     PROBABILITY,
@@ -48,32 +49,30 @@ class Overrides:
     report; every one must be a label of the model (:meth:`Engine.load` refuses others).
     """
 
-    task: str | None = None
+    task: Task | None = None
     threshold: float | None = None
     iou_threshold: float | None = None
     top_k: int | None = None
     max_detections: int | None = None
     allow: frozenset[str] | None = None
-    resize: str | None = None
+    resize: ResizeMode | None = None
     labels_offset: int | None = None
     segmentation_threshold: float | None = None
 
     @classmethod
     def from_settings(cls, m: ModelSettings) -> Overrides:
-        """The overrides a daemon configuration's [model] table sets (its "manifest's"
-        sentinels, such as a negative threshold, become None)."""
+        """The overrides a daemon configuration's [model] table sets (its unset keys leave the
+        manifest's values)."""
         return cls(
-            task=m.task or None,
-            threshold=m.threshold if m.threshold >= 0 else None,
-            iou_threshold=m.iou_threshold if m.iou_threshold > 0 else None,
-            top_k=m.top_k or None,
-            max_detections=m.max_detections or None,
-            allow=frozenset(m.labels) if m.labels else None,
-            resize=m.resize or None,
+            task=m.task,
+            threshold=m.threshold,
+            iou_threshold=m.iou_threshold,
+            top_k=m.top_k,
+            max_detections=m.max_detections,
+            allow=None if m.labels is None else frozenset(m.labels),
+            resize=m.resize,
             labels_offset=m.labels_offset,
-            segmentation_threshold=(
-                m.segmentation_threshold if m.segmentation_threshold >= 0 else None
-            ),
+            segmentation_threshold=m.segmentation_threshold,
         )
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edge.choices import TASKS
 from edge.errors import ModelError
 from edge.labels import parse_labels
 from edge.preprocess import PreprocessConfig
-from edge.result import TASKS
 from edge.tflite_metadata import read_metadata
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -34,8 +34,7 @@ from edge.frame import Frame
 from edge.preprocess import Transform
 from edge.result import Result
 from edge.runtime import RuntimeOptions
-from edge.sources import SourceSpec, parse_source
-from edge.sources.opencv import classify
+from edge.sources import from_camera, lossless
 from edge.stats import Counters, LatencyWindow, RateMeter
 from edge.system import cpu_seconds, cpu_temperature_c, rss_mb
 
@@ -333,55 +332,6 @@ def new_boot_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def source_spec(camera: CameraSettings, lores: tuple[int, int] | None = None) -> SourceSpec:
-    """The source spec for a configured camera (lores: picamera2's ISP-scaled stream size).
-
-    ``fps = 0`` keeps the source's own rate, except for the synthetic source, where it means
-    unpaced (as fast as inference takes frames: for benchmarks).
-    """
-    base = parse_source(camera.source)
-    fps = camera.fps or (None if base.kind == "synthetic" else base.fps)
-    return replace(
-        base,
-        name=camera.name,
-        fps=fps,
-        width=camera.width or base.width,
-        height=camera.height or base.height,
-        rotate=camera.rotate,
-        flip=camera.flip or None,
-        loop=camera.loop,
-        realtime=camera.realtime,
-        lores=lores if base.kind == "picamera2" else None,
-        read_timeout_s=camera.read_timeout_s,
-        rtsp_transport=camera.rtsp_transport,
-    )
-
-
-def lossless(spec: SourceSpec) -> bool:
-    """Whether frames should wait for inference instead of being dropped: sources that are
-    not live (files read faster than real time, unpaced synthetic frames)."""
-    if spec.kind == "synthetic":
-        return spec.fps is None
-    if spec.kind == "images" or (spec.kind == "opencv" and classify(spec.target) == "file"):
-        return not spec.realtime
-    return False
-
-
-def runtime_options(config: Config) -> RuntimeOptions:
-    m = config.model
-    return RuntimeOptions(
-        threads=m.threads or None,
-        delegate=m.delegate,
-        device=m.edgetpu_device or None,
-        fallback=m.edgetpu_fallback,
-        backend=m.runtime or None,
-    )
-
-
-def overrides(config: Config) -> Overrides:
-    return Overrides.from_settings(config.model)
-
-
 class Pipeline:
     """All cameras and models of one configuration.
 
@@ -409,7 +359,11 @@ class Pipeline:
         self._cpu0 = cpu_seconds()
         self._stop = threading.Event()
         load = engine_loader or (
-            lambda ref: Engine.load(ref, runtime_options(config), overrides(config))
+            lambda ref: Engine.load(
+                ref,
+                RuntimeOptions.from_settings(config.model),
+                Overrides.from_settings(config.model),
+            )
         )
         self.rss_before_models = rss_mb()
         groups: dict[str, list[CameraSettings]] = {}
@@ -433,7 +387,7 @@ class Pipeline:
             pre = engine.preprocessor
             for cam in cams:
                 state = states[cam.name]
-                spec = source_spec(cam, lores=(pre.width, pre.height))
+                spec = from_camera(cam, lores=(pre.width, pre.height))
                 state.capture = CaptureThread(
                     spec,
                     on_frame=self._deliver(slots, state, engine, lossless(spec), admit, self._stop),

@@ -9,19 +9,17 @@ the running one. Configuration validation itself (``edge.config``) stays free of
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.config import Config
-from edge.engine import Engine
+from edge.engine import Engine, Overrides
 from edge.errors import ConfigError, EdgeError, InputError
-from edge.pipeline import overrides, runtime_options, source_spec
+from edge.runtime import RuntimeOptions
 from edge.sinks.mqtt_settings import MqttSettings, check_files
-from edge.sources import SourceSpec
-from edge.sources.opencv import classify
+from edge.sources import from_camera, missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +37,7 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
     load: how to get an engine for a model reference (the daemon's reload passes one that
     reuses unchanged engines); default ``Engine.load``."""
     problems: list[str] = []
-    missing: list[str] = []
+    absent: list[str] = []  # file sources that do not exist: InputError, exit 66
     settings: MqttSettings | None = None
     try:
         settings = MqttSettings.from_config(config)
@@ -52,14 +50,19 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
         problems.append(f"state_dir: {problem}")
     for i, cam in enumerate(config.cameras):
         try:
-            _check_source(source_spec(cam))
-        except InputError as exc:
-            missing.append(f"cameras[{i}].source: {exc}")
+            gone = missing(from_camera(cam))
         except ConfigError as exc:
             problems.extend(f"cameras[{i}].{p}" for p in exc.problems)
+        else:
+            if gone is not None:
+                absent.append(f"cameras[{i}].source: {gone}")
     engines: dict[str, Engine] = {}
     first_model_error: EdgeError | None = None
-    loader = load or (lambda ref: Engine.load(ref, runtime_options(config), overrides(config)))
+    options, post = (
+        RuntimeOptions.from_settings(config.model),
+        Overrides.from_settings(config.model),
+    )
+    loader = load or (lambda ref: Engine.load(ref, options, post))
     for cam in config.cameras:
         ref = config.camera_model(cam)
         if ref in engines:
@@ -74,8 +77,8 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
         if first_model_error is not None and len(problems) == 1:
             raise first_model_error
         raise ConfigError(problems, source=config.source or None)
-    if missing:
-        raise InputError("; ".join(missing))
+    if absent:
+        raise InputError("; ".join(absent))
     assert settings is not None
     return Checked(settings, engines)
 
@@ -95,18 +98,3 @@ def _state_dir_problem(state: Path) -> str | None:
             "set state_dir to a writable directory (systemd: StateDirectory=)"
         )
     return None
-
-
-def _check_source(spec: SourceSpec) -> None:
-    """File sources must exist now (the daemon exits 66 on a missing file); cameras and
-    streams are only known once opened, and the daemon retries those."""
-    if spec.kind == "opencv" and classify(spec.target) == "file":
-        if not os.path.isfile(spec.target):
-            raise InputError(f"video file {spec.target!r} does not exist; check the path")
-    elif spec.kind == "images":
-        target = spec.target
-        if any(c in target for c in "*?["):
-            if not glob.glob(target):
-                raise InputError(f"no file matches {target!r}; check the pattern")
-        elif not os.path.isdir(target) and not os.path.isfile(target):
-            raise InputError(f"{target!r} does not exist; check the path")

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.choices import RESIZE_MODES
 from edge.errors import ModelError
 
-RESIZE_MODES = ("stretch", "letterbox", "crop")
 COLOR_ORDERS = ("rgb", "bgr", "gray")
 # interpolation name → OpenCV flag (cv2.INTER_LINEAR, INTER_NEAREST, INTER_AREA)
 INTERPOLATIONS = {"linear": 1, "nearest": 0, "area": 3}

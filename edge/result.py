@@ -14,8 +14,6 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 
-TASKS = ("classification", "detection", "segmentation", "raw")
-
 
 @dataclass(frozen=True, slots=True)
 class Detection:

@@ -372,15 +372,13 @@ def test_bundled_classifiers_are_classifiers_without_their_manifest(
 def test_daemon_config_and_infer_flags_reach_the_postprocessing() -> None:
     """[model] segmentation_threshold / labels_offset reach the daemon's engines, and `edge
     infer --segmentation-threshold` changes the answer."""
-    from edge.pipeline import overrides
-
     config = validate(
         {
             "model": {"segmentation_threshold": 0.9, "labels_offset": -1},
             "cameras": [{"source": "synthetic"}],
         }
     )
-    o = overrides(config)
+    o = Overrides.from_settings(config.model)
     assert (o.segmentation_threshold, o.labels_offset) == (0.9, -1)
     low = edge_infer(
         str(ANSWERS / "segment-float"), str(SHAPES / "red_circle.png"),

@@ -13,12 +13,13 @@ import pytest
 from broker import free_port
 
 from edge import config as cfg
+from edge.choices import RUNTIMES
 from edge.cli import build_parser
 from edge.commands import COMMANDS, UsageError, execute
-from edge.commands.options import RUNTIMES, pipeline_overrides, runtime_options
-from edge.config import ModelSettings
+from edge.commands.options import pipeline_overrides, runtime_options
+from edge.config import ModelSettings, settings
 from edge.errors import EX_CONFIG, EX_INTERRUPTED, EX_SOFTWARE, EX_USAGE, ConfigError
-from edge.pipeline import runtime_options as config_runtime_options
+from edge.runtime import RuntimeOptions
 from edge.runtime.backends import BACKENDS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -168,18 +169,21 @@ def test_run_runtime_and_fallback_reach_the_configuration() -> None:
     )
     config = cfg.load(None, pipeline_overrides(args))
     assert config.model.runtime == "tensorflow" and config.model.edgetpu_fallback == "cpu"
-    options = config_runtime_options(config)
+    options = RuntimeOptions.from_settings(config.model)
     assert options.backend == "tensorflow" and options.fallback == "cpu"
     unset = cfg.load(None, pipeline_overrides(build_parser().parse_args(["run", "--source", "x"])))
-    assert config_runtime_options(unset).backend is None
+    assert RuntimeOptions.from_settings(unset.model).backend is None
     assert unset.model.edgetpu_fallback == "fail"
 
 
 def test_runtime_names_agree() -> None:
     """The --runtime choices and the model.runtime key name exactly the runtime backends."""
     assert tuple(BACKENDS) == RUNTIMES
-    field = ModelSettings.__dataclass_fields__["runtime"]
-    assert field.metadata["choices"] == ("", *RUNTIMES)
+    (runtime,) = [s for s in settings(ModelSettings) if s.name == "runtime"]
+    assert runtime.choices == RUNTIMES and runtime.optional
+    parser = build_parser()
+    for name in RUNTIMES:
+        assert parser.parse_args(["run", "--source", "x", "--runtime", name]).runtime == name
 
 
 def test_log_level_help_tells_the_run_default() -> None:

@@ -3,13 +3,41 @@ generated reference, and `edge check-config` exit codes."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from edge.config import Config, load, merge, reference, validate
+from edge.choices import (
+    DELEGATES,
+    FALLBACKS,
+    FLIPS,
+    LOG_LEVELS,
+    MQTT_PROTOCOLS,
+    PUBLISH_POLICIES,
+    RESIZE_MODES,
+    ROTATIONS,
+    RTSP_TRANSPORTS,
+    RUNTIMES,
+    TASKS,
+)
+from edge.config import (
+    SECTIONS,
+    BudgetSettings,
+    CameraSettings,
+    Config,
+    ModelSettings,
+    MqttConfig,
+    default_device,
+    load,
+    merge,
+    reference,
+    settings,
+    topic_name_problem,
+    validate,
+)
 from edge.errors import EX_CONFIG, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,8 +128,6 @@ def test_reference_documents_every_key() -> None:
     """The generated reference lists every key of every section."""
     from dataclasses import fields
 
-    from edge.config import BudgetSettings, CameraSettings, ModelSettings, MqttConfig
-
     text = reference()
     for cls in (ModelSettings, CameraSettings, MqttConfig, BudgetSettings):
         for f in fields(cls):
@@ -144,3 +170,144 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
     assert "cameras:" in proc.stderr and "Traceback" not in proc.stderr
     missing = run_edge("check-config", str(tmp_path / "nope.toml"))
     assert missing.returncode == EX_CONFIG and "file not found" in missing.stderr
+
+
+def test_keys_left_out_are_unset() -> None:
+    """Optional keys default to None (unset), and the reference says so for each of them."""
+    c = validate({"cameras": [{"source": "synthetic"}]})
+    m, cam, mqtt = c.model, c.cameras[0], c.mqtt
+    assert (m.task, m.threads, m.threshold, m.iou_threshold, m.top_k) == (None,) * 5
+    assert (m.labels, m.resize, m.runtime, m.edgetpu_device) == (None,) * 4
+    assert (cam.fps, cam.width, cam.height, cam.flip, cam.model, cam.rtsp_transport) == (None,) * 6
+    assert (mqtt.client_id, mqtt.username, mqtt.password_file, mqtt.tls_ca) == (None,) * 4
+    assert c.state_dir is None and c.device == default_device()
+    assert c.camera_model(cam) == m.path == "shapes-detector"
+    text = reference()
+    for cls in (Config, ModelSettings, CameraSettings, MqttConfig, BudgetSettings):
+        for s in settings(cls):
+            if s.optional or s.computed:
+                row = next(line for line in text.splitlines() if line.startswith(f"| `{s.name}` |"))
+                assert "| unset |" in row and "unset" in s.help.lower(), row
+
+
+def test_old_spellings_of_unset_load_as_unset_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An empty string, 0 or a negative threshold, as older files wrote "unset", is read as
+    unset (a file written for an older version still loads) and logged as a warning."""
+    old = {
+        "device": "",
+        "state_dir": "",
+        "model": {
+            "task": "",
+            "threads": 0,
+            "threshold": -1.0,
+            "iou_threshold": 0.0,
+            "max_detections": 0,
+            "top_k": 0,
+            "labels": [],
+            "segmentation_threshold": -0.5,
+            "resize": "",
+            "runtime": "",
+            "edgetpu_device": "",
+        },
+        "mqtt": {"client_id": "", "username": "", "tls_ca": ""},
+        "cameras": [{"source": "synthetic", "fps": 0, "width": 0, "height": 0, "flip": ""}],
+    }
+    with caplog.at_level(logging.WARNING, logger="edge.config"):
+        c = validate(old, source="old.toml")
+    assert c == validate({"cameras": [{"source": "synthetic"}]}, source="old.toml")
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 20 and all(n.startswith("old.toml: ") for n in notes)
+    assert "old.toml: model.threads = 0 is the old spelling of unset" in notes[3]
+    assert all("leave the key out instead" in n for n in notes)
+
+
+def test_new_ranges_refuse_what_unset_does_not_cover() -> None:
+    """Values other than the old spellings of unset are held to the ranges and choices, and
+    the problem of an optional key says it can be left out instead."""
+    with pytest.raises(ConfigError) as err:
+        validate(
+            {
+                "model": {"threshold": -2.0, "task": "segment", "iou_threshold": 1.5},
+                "cameras": [{"source": "synthetic", "fps": -1, "rotate": 45}],
+            }
+        )
+    assert list(err.value.problems) == [
+        "model.task: 'segment' is not one of 'classification', 'detection', 'segmentation', "
+        "'raw'; or leave the key out (unset)",
+        "model.threshold: must be at least 0, got -2.0; or leave the key out (unset)",
+        "model.iou_threshold: must be at most 1, got 1.5",
+        "cameras[0].fps: must be at least 0, got -1.0; or leave the key out (unset)",
+        "cameras[0].rotate: 45 is not one of 0, 90, 180, 270",
+    ]
+
+
+def test_choices_come_from_the_shared_names() -> None:
+    """Every named choice of the schema is the one definition in edge.choices."""
+    by_name = {s.name: s.choices for cls in SECTIONS.values() for s in settings(cls)}
+    assert by_name["task"] == TASKS and by_name["resize"] == RESIZE_MODES
+    assert by_name["delegate"] == DELEGATES and by_name["edgetpu_fallback"] == FALLBACKS
+    assert by_name["runtime"] == RUNTIMES and by_name["publish"] == PUBLISH_POLICIES
+    assert by_name["protocol"] == MQTT_PROTOCOLS
+    camera = {s.name: s.choices for s in settings(CameraSettings)}
+    assert camera["flip"] == FLIPS and camera["rotate"] == ROTATIONS
+    assert camera["rtsp_transport"] == RTSP_TRANSPORTS
+    assert {s.name: s.choices for s in settings(Config)}["log_level"] == LOG_LEVELS
+
+
+def test_unknown_key_hint_is_deterministic() -> None:
+    """The "did you mean" hint names the same key on every run: the first declared key sharing
+    the first three letters, else the closest name."""
+    for _ in range(3):
+        with pytest.raises(ConfigError) as err:
+            validate(
+                {
+                    "mqtt": {"reconect_s": 1, "hots": "x"},
+                    "model": {"treshold": 0.5},
+                    "cameras": [{"source": "synthetic", "xyz": 1}],
+                }
+            )
+        assert list(err.value.problems) == [
+            "model.treshold: unknown key (did you mean 'threshold'?)",
+            "mqtt.reconect_s: unknown key (did you mean 'reconnect_min_s'?)",
+            "mqtt.hots: unknown key (did you mean 'host'?)",
+            "cameras[0].xyz: unknown key",
+        ]
+
+
+def test_a_none_override_unsets_the_key() -> None:
+    """A None override removes the key (back to unset); `--fps 0` on the command line does
+    that to the file's camera 0 rate."""
+    from edge.cli import build_parser
+    from edge.commands.options import pipeline_overrides
+
+    data = {"cameras": [{"source": "synthetic", "fps": 15}]}
+    assert validate(merge(data, {"cameras.0.fps": None})).cameras[0].fps is None
+    args = build_parser().parse_args(["run", "--source", "synthetic", "--fps", "0"])
+    assert validate(merge(data, pipeline_overrides(args))).cameras[0].fps is None
+    args = build_parser().parse_args(["run", "--source", "synthetic", "--fps", "5"])
+    assert validate(merge(data, pipeline_overrides(args))).cameras[0].fps == 5.0
+
+
+@pytest.mark.parametrize(
+    "name", ["cam-1", "a.b_c", "caméra", "café", "a b", "-x", "$SYS", "a+b", "x" * 64, "x" * 65]
+)
+def test_one_rule_for_topic_levels(name: str) -> None:
+    """The configuration, the MQTT settings and the command line accept exactly the same device
+    and camera names."""
+    from edge.sinks.mqtt_settings import validate_topic_part
+
+    accepted = topic_name_problem(name) is None
+    try:
+        validate_topic_part(name, "device")
+    except ConfigError:
+        assert not accepted
+    else:
+        assert accepted
+    try:
+        validate({"device": name, "cameras": [{"source": "synthetic", "name": name}]})
+    except ConfigError as exc:
+        assert not accepted and len(exc.problems) == 2
+    else:
+        assert accepted

@@ -232,7 +232,7 @@ def test_parse_source_special_forms(tmp_path: Path) -> None:
 def test_spec_reports_every_problem_at_once() -> None:
     """SourceSpec validation names each bad field with its path."""
     with pytest.raises(ConfigError) as info:
-        SourceSpec(kind="opencv", target="x.mp4", fps=-1, rotate=45, flip="x", width=640)
+        SourceSpec(kind="opencv", target="x.mp4", fps=-1, rotate=45, flip="x", width=640)  # type: ignore[arg-type]
     text = str(info.value)
     for key in ("source.fps", "source.rotate", "source.flip", "source.width/height"):
         assert key in text
@@ -391,9 +391,9 @@ def test_opencv_unreachable_stream_is_a_source_error() -> None:
 
 
 def test_spec_checks_stream_settings() -> None:
-    """read_timeout_s must be positive and rtsp_transport tcp, udp or empty."""
+    """read_timeout_s must be positive and rtsp_transport tcp, udp or unset."""
     with pytest.raises(ConfigError) as info:
-        SourceSpec(kind="opencv", target="rtsp://h/x", read_timeout_s=0, rtsp_transport="http")
+        SourceSpec(kind="opencv", target="rtsp://h/x", read_timeout_s=0, rtsp_transport="http")  # type: ignore[arg-type]
     assert len(info.value.problems) == 2
     assert SourceSpec(kind="opencv", target="rtsp://h/x", rtsp_transport="udp").read_timeout_s == 5
 
@@ -532,3 +532,99 @@ def test_close_from_another_thread_interrupts_a_paced_read() -> None:
     t.join(1.0)
     assert not t.is_alive() and time.monotonic() - begin < 0.5
     assert outcome and "closed" in str(outcome[0])
+
+
+def test_from_camera_builds_the_spec_of_a_configured_camera() -> None:
+    """A [[cameras]] table becomes a spec: its fields carried over, an unset fps unpaced for
+    synthetic (the command line's synthetic is paced at 30), lores only where the camera
+    scales frames itself."""
+    from edge.config import validate
+    from edge.sources import from_camera
+
+    def cam(**table: object) -> SourceSpec:
+        config = validate({"cameras": [{"name": "door", **table}]})
+        return from_camera(config.cameras[0], lores=(96, 96))
+
+    synthetic = cam(source="synthetic", width=64, height=48, rotate=90, flip="h")
+    assert (synthetic.kind, synthetic.name, synthetic.fps, synthetic.lores) == (
+        "synthetic",
+        "door",
+        None,
+        None,
+    )
+    assert (synthetic.width, synthetic.height, synthetic.rotate, synthetic.flip) == (
+        64,
+        48,
+        90,
+        "h",
+    )
+    assert parse_source("synthetic").fps == 30.0
+    assert cam(source="picamera2", fps=15).lores == (96, 96)
+    stream = cam(source="rtsp://h/x", rtsp_transport="udp", read_timeout_s=2.5, fps=5)
+    assert (stream.rtsp_transport, stream.read_timeout_s, stream.fps, stream.lores) == (
+        "udp",
+        2.5,
+        5.0,
+        None,
+    )
+    video = cam(source="clip.mp4", loop=True, realtime=False)
+    assert (video.kind, video.target, video.loop, video.realtime) == (
+        "opencv",
+        "clip.mp4",
+        True,
+        False,
+    )
+
+
+def test_each_backend_says_whether_it_is_lossless() -> None:
+    """Files read faster than real time and unpaced synthetic frames wait for inference;
+    cameras, streams, realtime files and paced synthetic frames drop instead."""
+    from edge.sources import lossless
+
+    waits = [
+        SourceSpec(kind="synthetic"),
+        SourceSpec(kind="opencv", target="clip.mp4"),
+        SourceSpec(kind="images", target="imgs/"),
+    ]
+    drops = [
+        SourceSpec(kind="synthetic", fps=10.0),
+        SourceSpec(kind="opencv", target="clip.mp4", realtime=True),
+        SourceSpec(kind="images", target="imgs/", realtime=True),
+        SourceSpec(kind="opencv", target="0"),
+        SourceSpec(kind="opencv", target="/dev/video0"),
+        SourceSpec(kind="opencv", target="rtsp://h/x"),
+        SourceSpec(kind="picamera2"),
+    ]
+    assert [lossless(s) for s in waits] == [True] * len(waits)
+    assert [lossless(s) for s in drops] == [False] * len(drops)
+
+
+def test_missing_names_file_sources_that_do_not_exist(tmp_path: Path) -> None:
+    """Video files, image folders and globs that are not there are named with what to check;
+    existing ones, cameras and streams (only known once opened) are not."""
+    from edge.sources import missing
+
+    write_images(tmp_path / "imgs", n=1)
+    clip = write_clip(tmp_path / "c.mp4")
+    gone = tmp_path / "gone.mp4"
+    assert missing(SourceSpec(kind="opencv", target=str(gone))) == (
+        f"video file {str(gone)!r} does not exist; check the path"
+    )
+    pattern = str(tmp_path / "*.png")
+    assert missing(SourceSpec(kind="images", target=pattern)) == (
+        f"no file matches {pattern!r}; check the pattern"
+    )
+    folder = str(tmp_path / "nope")
+    assert missing(SourceSpec(kind="images", target=folder)) == (
+        f"{folder!r} does not exist; check the path"
+    )
+    present = [
+        SourceSpec(kind="opencv", target=str(clip)),
+        SourceSpec(kind="images", target=str(tmp_path / "imgs")),
+        SourceSpec(kind="images", target=str(tmp_path / "imgs" / "*.png")),
+        SourceSpec(kind="opencv", target="/dev/video9"),
+        SourceSpec(kind="opencv", target="rtsp://h/x"),
+        SourceSpec(kind="synthetic"),
+        SourceSpec(kind="picamera2"),
+    ]
+    assert [missing(s) for s in present] == [None] * len(present)

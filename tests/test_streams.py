@@ -21,6 +21,7 @@ from streams import ROOT, Server, free_port, mjpeg_server, rtsp_server
 
 from edge import config as cfg
 from edge.capture import CaptureThread
+from edge.choices import RtspTransport
 from edge.errors import ConfigError, SourceError
 from edge.frame import Frame
 from edge.pipeline import CameraState, Pipeline
@@ -166,7 +167,8 @@ def test_rtsp_transport_on_a_udp_only_server(tmp_path: Path) -> None:
     (TCP, then UDP), and fails at once with "tcp", saying to try "udp"."""
     server, url = rtsp_server(tmp_path, "udp")
     try:
-        for transport in ("udp", ""):
+        transports: tuple[RtspTransport | None, ...] = ("udp", None)
+        for transport in transports:
             source = OpenCVSource(
                 SourceSpec(kind="opencv", target=url, read_timeout_s=5.0, rtsp_transport=transport)
             )

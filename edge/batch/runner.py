@@ -38,6 +38,7 @@ from edge.errors import ConfigError, EdgeError, InputError
 if TYPE_CHECKING:
     import numpy as np
 
+    from edge.choices import Delegate
     from edge.engine import Engine, Overrides
     from edge.runtime import RuntimeOptions
 
@@ -58,7 +59,7 @@ class BatchSettings:
     threads_per_worker: int = 1
     every: int = 1
     csv: bool = False
-    delegate: str = "xnnpack"
+    delegate: Delegate = "xnnpack"
     overrides: Overrides | None = None
 
 

@@ -15,19 +15,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from edge.argtypes import int_list, number, whole
+from edge.choices import DELEGATES, FALLBACKS, RESIZE_MODES, RUNTIMES, TASKS
 from edge.commands import UsageError
 
 if TYPE_CHECKING:
     from edge.runtime import RuntimeOptions
 
 log = logging.getLogger(__name__)
-
-DELEGATES = ("xnnpack", "cpu", "edgetpu")
-# The names of edge.runtime.backends.BACKENDS (a test keeps them equal); written out so that
-# building the parser does not import the runtime package and numpy.
-RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
-TASKS = ("classification", "detection", "segmentation", "raw")
-RESIZES = ("stretch", "letterbox", "crop")
 
 POSITIVE = whole(1)
 UNIT = number(0.0, 1.0)
@@ -127,7 +121,7 @@ def add_runtime(
         )
     g.add_argument(
         "--fallback",
-        choices=("cpu", "fail"),
+        choices=FALLBACKS,
         default="fail" if defaults else None,
         help="when the Edge TPU cannot be used: run on the CPU, or fail (default)",
     )
@@ -162,7 +156,7 @@ def add_results(p: argparse.ArgumentParser, *, all_options: bool = True) -> None
     g.add_argument("--top-k", type=POSITIVE, help="classes to report (classification)")
     g.add_argument("--max-detections", type=POSITIVE, help="most detections per image")
     g.add_argument(
-        "--resize", choices=RESIZES, help="override how frames are fitted to the model input"
+        "--resize", choices=RESIZE_MODES, help="override how frames are fitted to the model input"
     )
     g.add_argument("--labels", help="only report these labels (comma-separated)")
     g.add_argument(
@@ -223,13 +217,15 @@ PIPELINE_KEYS = {
 
 
 def pipeline_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The dotted configuration keys the given flags set (``edge.config.load``'s overrides);
-    flags a command does not have are simply absent."""
+    """The dotted configuration keys the given flags set (``edge.config.load``'s overrides;
+    None unsets a key); flags a command does not have are simply absent."""
     o: dict[str, Any] = {}
     for flag, dotted in PIPELINE_KEYS.items():
         value = getattr(args, flag, None)
         if value is not None:
             o[dotted] = value
+    if o.get("cameras.0.fps") == 0:
+        o["cameras.0.fps"] = None  # --fps 0: back to unset, as fast as the source delivers
     if getattr(args, "loop", False):
         o["cameras.0.loop"] = True
     if getattr(args, "broker", None):

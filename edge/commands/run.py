@@ -11,6 +11,7 @@ import argparse
 import logging
 
 from edge.argtypes import broker_address, number
+from edge.choices import MQTT_PROTOCOLS
 from edge.commands.options import add_pipeline, pipeline_overrides, require_source
 
 
@@ -20,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--broker", type=broker_address, metavar="HOST:PORT", help="MQTT broker")
     g.add_argument("--device", help="device id (second topic level; default: the host name)")
     g.add_argument("--prefix", help="topic prefix (default edge)")
-    g.add_argument("--protocol", choices=("5", "3.1.1"), help="MQTT protocol version")
+    g.add_argument("--protocol", choices=MQTT_PROTOCOLS, help="MQTT protocol version")
     p.add_argument("--state-dir", help="where the durable outbox lives")
     p.add_argument("--duration", type=number(0.0, above=True), help="stop after this many seconds")
 

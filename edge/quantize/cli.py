@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge.argtypes import channel_values, number, whole
+from edge.choices import LOG_LEVELS, RESIZE_MODES, TASKS
 from edge.errors import EX_QUALITY, ConfigError, QualityError
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--task",
-        choices=("classification", "detection", "segmentation", "raw"),
+        choices=TASKS,
         help="what the model does (default: the manifest's, else inferred from its outputs)",
     )
     p.add_argument("--name", help="model name for the manifest (default: the --out folder name)")
@@ -99,7 +100,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "raw 0..255 pixels for a model that normalizes its input itself (a Rescaling layer), "
         "else 0..1); each flag replaces one field"
     )
-    pre.add_argument("--resize", choices=("stretch", "letterbox", "crop"))
+    pre.add_argument("--resize", choices=RESIZE_MODES)
     pre.add_argument("--color", choices=("rgb", "bgr", "gray"))
     pre.add_argument(
         "--mean", type=channel_values, help="pixel-unit mean, one value or three (e.g. 127.5)"
@@ -218,9 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Quantize a float model to a full-integer TFLite model directory for edge.",
     )
     add_arguments(parser)
-    parser.add_argument(
-        "--log-level", default="warning", choices=("debug", "info", "warning", "error")
-    )
+    parser.add_argument("--log-level", default="warning", choices=LOG_LEVELS)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(levelname)-7s %(name)s: %(message)s"

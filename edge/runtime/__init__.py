@@ -20,20 +20,22 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.choices import DELEGATES, FALLBACKS, Delegate, Fallback, RuntimeName
 from edge.errors import DelegateError, ModelError
 from edge.preprocess import TensorSpec
 from edge.runtime import edgetpu
 from edge.runtime.backends import Backend, load_backend
 from edge.tflite_metadata import structure_problem
 
+if TYPE_CHECKING:
+    from edge.config import ModelSettings
+
 log = logging.getLogger(__name__)
 
-DELEGATES = ("xnnpack", "cpu", "edgetpu")
-FALLBACKS = ("cpu", "fail")
 EDGETPU_OP = "edgetpu-custom-op"
 _CUSTOM_OP = re.compile(r"unresolved custom op: ([\w\-.]+)", re.IGNORECASE)
 
@@ -58,14 +60,26 @@ class RuntimeOptions:
     delegate: ``xnnpack`` (CPU with the XNNPACK delegate, the default), ``cpu`` (builtin kernels
     only, XNNPACK off), or ``edgetpu`` (Coral). device: Edge TPU ``usb``, ``usb:N``, ``pci``,
     ``pci:N``. fallback: when the Edge TPU cannot be used, ``cpu`` runs the model on the CPU
-    (and says so in the log and status), ``fail`` raises DelegateError.
+    (and says so in the log and status), ``fail`` raises DelegateError. threads: ``None`` =
+    :func:`default_threads`. backend: ``None`` = ``$EDGE_RUNTIME``, else the first installed.
     """
 
     threads: int | None = None
-    delegate: str = "xnnpack"
+    delegate: Delegate = "xnnpack"
     device: str | None = None
-    fallback: str = "fail"
-    backend: str | None = None
+    fallback: Fallback = "fail"
+    backend: RuntimeName | None = None
+
+    @classmethod
+    def from_settings(cls, m: ModelSettings) -> RuntimeOptions:
+        """The options a daemon configuration's [model] table sets."""
+        return cls(
+            threads=m.threads,
+            delegate=m.delegate,
+            device=m.edgetpu_device,
+            fallback=m.edgetpu_fallback,
+            backend=m.runtime,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from edge.choices import MQTT_PROTOCOLS
 from edge.config import Config, topic_name_problem
 from edge.errors import ConfigError
 
@@ -143,8 +144,9 @@ class MqttSettings:
             problems.append("mqtt.client_id: must not be empty (leave it unset for edge-<device>)")
         if self.password is not None and self.password_file is not None:
             problems.append("mqtt.password_file: set either password_file or password, not both")
-        if self.protocol not in ("5", "3.1.1"):
-            problems.append(f"mqtt.protocol: {self.protocol!r} is not one of '5', '3.1.1'")
+        if self.protocol not in MQTT_PROTOCOLS:
+            shown = ", ".join(map(repr, MQTT_PROTOCOLS))
+            problems.append(f"mqtt.protocol: {self.protocol!r} is not one of {shown}")
         if self.qos not in (0, 1, 2):
             problems.append(f"mqtt.qos: {self.qos} is not 0, 1 or 2")
         if not 5 <= self.keepalive <= 65535:
@@ -220,7 +222,7 @@ class MqttSettings:
         return self.tls or any(p is not None for p in (self.tls_ca, self.tls_cert, self.tls_key))
 
 
-def _optional_path(text: str) -> Path | None:
+def _optional_path(text: str | None) -> Path | None:
     return Path(text) if text else None
 
 

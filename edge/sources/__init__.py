@@ -1,14 +1,18 @@
 """Frame sources: where frames come from, one backend per file, one line each in ``REGISTRY``.
 
 ``parse_source`` turns what a user types (``/dev/video0``, ``clip.mp4``, ``imgs/*.jpg``,
-``picamera2`` …) into a :class:`SourceSpec`; ``open_source`` builds the backend for a spec.
-Backends are imported here but touch no hardware until ``open()``: picamera2 itself is only
-imported when a picamera2 source opens.
+``picamera2`` …) into a :class:`SourceSpec`, ``from_camera`` a configured camera;
+``open_source`` builds the backend for a spec. What a backend knows about a spec before it is
+opened (``lossless``, ``missing``) is asked of its class through the registry, so no caller
+branches on kinds. Backends are imported here but touch no hardware until ``open()``:
+picamera2 itself is only imported when a picamera2 source opens.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from edge.errors import ConfigError
 from edge.sources.base import BaseSource, Source, SourceSpec
@@ -18,9 +22,22 @@ from edge.sources.opencv import STREAM_SCHEMES, OpenCVSource
 from edge.sources.picamera2 import Picamera2Source
 from edge.sources.synthetic import SyntheticSource
 
-__all__ = ["REGISTRY", "Source", "SourceSpec", "open_source", "parse_source"]
+if TYPE_CHECKING:
+    from edge.choices import SourceKind
+    from edge.config import CameraSettings
 
-REGISTRY: dict[str, type[BaseSource]] = {
+__all__ = [
+    "REGISTRY",
+    "Source",
+    "SourceSpec",
+    "from_camera",
+    "lossless",
+    "missing",
+    "open_source",
+    "parse_source",
+]
+
+REGISTRY: dict[SourceKind, type[BaseSource]] = {
     "opencv": OpenCVSource,
     "images": ImagesSource,
     "synthetic": SyntheticSource,
@@ -65,3 +82,38 @@ def parse_source(text: str, *, name: str = "camera") -> SourceSpec:
     if lowered.endswith(IMAGE_EXTENSIONS) or os.path.isdir(text):
         return SourceSpec(kind="images", target=text, name=name)
     return SourceSpec(kind="opencv", target=text, name=name)
+
+
+def from_camera(camera: CameraSettings, lores: tuple[int, int] | None = None) -> SourceSpec:
+    """The spec of a configured ``[[cameras]]`` table.
+
+    lores: the model's input size, for backends whose camera scales frames itself (picamera2's
+    ISP); the others are not given it. An unset ``fps`` keeps the source's own rate; for
+    ``synthetic`` it means unpaced (as fast as inference takes frames, for benchmarks), where
+    the command line's ``synthetic`` is paced at 30 fps.
+    """
+    base = parse_source(camera.source, name=camera.name)
+    return replace(
+        base,
+        fps=camera.fps,
+        width=camera.width,
+        height=camera.height,
+        rotate=camera.rotate,
+        flip=camera.flip,
+        loop=camera.loop,
+        realtime=camera.realtime,
+        lores=lores if REGISTRY[base.kind].HARDWARE_SCALING else None,
+        read_timeout_s=camera.read_timeout_s,
+        rtsp_transport=camera.rtsp_transport,
+    )
+
+
+def lossless(spec: SourceSpec) -> bool:
+    """Whether frames from ``spec`` wait for inference instead of being dropped (see
+    :meth:`BaseSource.lossless`)."""
+    return REGISTRY[spec.kind].lossless(spec)
+
+
+def missing(spec: SourceSpec) -> str | None:
+    """Why the files ``spec`` reads do not exist now, or None (see :meth:`BaseSource.missing`)."""
+    return REGISTRY[spec.kind].missing(spec)

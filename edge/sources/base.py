@@ -21,17 +21,17 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
+from edge.choices import RTSP_TRANSPORTS, SOURCE_KINDS, Flip, RtspTransport, SourceKind
 from edge.errors import ConfigError, SourceError
 from edge.frame import Frame
 
 log = logging.getLogger(__name__)
 
-KINDS = ("opencv", "images", "synthetic", "picamera2")
-RTSP_TRANSPORTS = ("", "tcp", "udp")
-# Clockwise rotation in degrees → quarter turns for np.rot90 (which turns counter-clockwise).
-ROTATIONS = {0: 0, 90: -1, 180: 2, 270: 1}
+# Clockwise rotation in degrees (edge.choices.Rotation) → quarter turns for np.rot90 (which
+# turns counter-clockwise).
+QUARTER_TURNS = {0: 0, 90: -1, 180: 2, 270: 1}
 # Mirroring → the axes to reverse: "h" mirrors left-right, "v" upside-down.
-FLIPS: dict[str | None, tuple[int, ...]] = {None: (), "h": (1,), "v": (0,), "hv": (0, 1)}
+FLIP_AXES: dict[Flip | None, tuple[int, ...]] = {None: (), "h": (1,), "v": (0,), "hv": (0, 1)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,30 +52,30 @@ class SourceSpec:
     lores: picamera2 only, (width, height) of the ISP-scaled stream handed on as the frame.
     read_timeout_s: OpenCV streams: seconds a stream may take to open, or to deliver its next
         frame, before it counts as failed (and is reopened by the capture thread).
-    rtsp_transport: OpenCV RTSP streams: ``tcp`` or ``udp`` for RTP; empty = TCP first, UDP if
-        the server refuses TCP (OpenCV's own default).
+    rtsp_transport: OpenCV RTSP streams: ``tcp`` or ``udp`` for RTP; ``None`` = TCP first, UDP
+        if the server refuses TCP (OpenCV's own default).
     options: backend-specific extras; each backend rejects keys it does not know.
     """
 
-    kind: str
+    kind: SourceKind
     target: str = ""
     name: str = "camera"
     fps: float | None = None
     width: int | None = None
     height: int | None = None
     rotate: int = 0
-    flip: str | None = None
+    flip: Flip | None = None
     loop: bool = False
     realtime: bool = False
     lores: tuple[int, int] | None = None
     read_timeout_s: float = 5.0
-    rtsp_transport: str = ""
+    rtsp_transport: RtspTransport | None = None
     options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
     def __post_init__(self) -> None:
         problems = []
-        if self.kind not in KINDS:
-            problems.append(f"source.kind: {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.kind not in SOURCE_KINDS:
+            problems.append(f"source.kind: {self.kind!r} is not one of {', '.join(SOURCE_KINDS)}")
         if self.kind in ("opencv", "images") and not self.target:
             problems.append(f"source.target: a {self.kind} source needs a device, URL or path")
         if not self.name:
@@ -88,17 +88,17 @@ class SourceSpec:
                 problems.append(f"source.{key}: {value!r} must be a positive number of pixels")
         if (self.width is None) != (self.height is None):
             problems.append("source.width/height: give both or neither")
-        if self.rotate not in ROTATIONS:
+        if self.rotate not in QUARTER_TURNS:
             problems.append(f"source.rotate: {self.rotate!r} must be 0, 90, 180 or 270")
-        if self.flip not in FLIPS:
+        if self.flip not in FLIP_AXES:
             problems.append(f"source.flip: {self.flip!r} must be h, v, hv or unset")
         if self.lores is not None and (len(self.lores) != 2 or min(self.lores) <= 0):
             problems.append(f"source.lores: {self.lores!r} must be (width, height) in pixels")
         if not (math.isfinite(self.read_timeout_s) and self.read_timeout_s > 0):
             problems.append(f"source.read_timeout_s: {self.read_timeout_s!r} must be > 0 seconds")
-        if self.rtsp_transport not in RTSP_TRANSPORTS:
+        if self.rtsp_transport is not None and self.rtsp_transport not in RTSP_TRANSPORTS:
             problems.append(
-                f"source.rtsp_transport: {self.rtsp_transport!r} must be tcp, udp or empty"
+                f"source.rtsp_transport: {self.rtsp_transport!r} must be tcp, udp or unset"
             )
         if problems:
             raise ConfigError(problems)
@@ -167,10 +167,10 @@ class Options:
         return value
 
 
-def orient(image: np.ndarray, rotate: int, flip: str | None) -> np.ndarray:
+def orient(image: np.ndarray, rotate: int, flip: Flip | None) -> np.ndarray:
     """Mirror (``flip``), then rotate clockwise by ``rotate`` degrees; no copy if neither."""
-    axes = FLIPS[flip]
-    turns = ROTATIONS[rotate]
+    axes = FLIP_AXES[flip]
+    turns = QUARTER_TURNS[rotate]
     if not axes and not turns:
         return image
     if axes:
@@ -186,13 +186,33 @@ class BaseSource:
     ``_read`` runs without the lock, so ``close()`` from another thread never waits for a blocked
     device; it sets ``_closing`` (which interrupts ``_wait``) and leaves the release to the reader.
 
+    What a backend knows about a spec before anything is opened is asked of its class:
+    :meth:`lossless`, :meth:`missing` and ``HARDWARE_SCALING``.
+
     ``live`` sources (cameras, streams) keep ``heartbeat``, the ``time.monotonic()`` of the last
     frame the device delivered (also those dropped by pacing), so the capture thread can tell a
     stalled device from a slow consumer, and ``stale``, the frames the backend skipped as the
     backlog of a stall. Plain numbers, written by the reading thread only.
     """
 
-    kind: ClassVar[str]
+    kind: ClassVar[SourceKind]
+    # Whether the camera itself can scale frames to ``spec.lores`` (picamera2's ISP); the other
+    # backends are not given a lores size.
+    HARDWARE_SCALING: ClassVar[bool] = False
+
+    @classmethod
+    def lossless(cls, spec: SourceSpec) -> bool:
+        """Whether frames from ``spec`` should wait for inference instead of being dropped when
+        it falls behind: true of sources that are not live (files read faster than real time,
+        unpaced synthetic frames); cameras and streams move on without us."""
+        return False
+
+    @classmethod
+    def missing(cls, spec: SourceSpec) -> str | None:
+        """Why the files ``spec`` reads do not exist now (the daemon would exit 66), or None.
+        Looks at the disk only. Cameras and streams are only known once opened (and retried
+        when they fail), so for them this is None."""
+        return None
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec

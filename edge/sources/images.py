@@ -37,6 +37,20 @@ class ImagesSource(BaseSource):
     kind = "images"
     OPTIONS: ClassVar[dict[str, type]] = {"max_pixels": int}
 
+    @classmethod
+    def lossless(cls, spec: SourceSpec) -> bool:
+        """Files wait for inference unless played in ``realtime``."""
+        return not spec.realtime
+
+    @classmethod
+    def missing(cls, spec: SourceSpec) -> str | None:
+        target = spec.target
+        if GLOB_CHARS & set(target):
+            return None if glob.glob(target) else f"no file matches {target!r}; check the pattern"
+        if not os.path.isdir(target) and not os.path.isfile(target):
+            return f"{target!r} does not exist; check the path"
+        return None
+
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
         self.max_pixels = Options(spec, self.OPTIONS).integer("max_pixels", MAX_PIXELS)

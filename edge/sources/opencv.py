@@ -75,6 +75,18 @@ class OpenCVSource(BaseSource):
     kind = "opencv"
     OPTIONS: ClassVar[dict[str, type]] = {"fourcc": str}
 
+    @classmethod
+    def lossless(cls, spec: SourceSpec) -> bool:
+        """Video files read faster than real time wait for inference; cameras and streams,
+        and files played in ``realtime``, drop what inference cannot take."""
+        return classify(spec.target) == "file" and not spec.realtime
+
+    @classmethod
+    def missing(cls, spec: SourceSpec) -> str | None:
+        if classify(spec.target) == "file" and not os.path.isfile(spec.target):
+            return f"video file {spec.target!r} does not exist; check the path"
+        return None
+
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
         opts = Options(spec, self.OPTIONS)
@@ -348,7 +360,7 @@ def quiet_opencv() -> None:
 
 
 @contextmanager
-def capture_options(transport: str) -> Iterator[None]:
+def capture_options(transport: str | None) -> Iterator[None]:
     """``OPENCV_FFMPEG_CAPTURE_OPTIONS`` with ``rtsp_transport`` set, for one open; hold
     ``_OPTIONS_LOCK``. Options the user set in the variable are kept (other than the RTSP
     transport), and the variable is put back as it was afterwards.

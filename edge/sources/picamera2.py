@@ -60,6 +60,7 @@ class Picamera2Source(BaseSource):
     """
 
     kind = "picamera2"
+    HARDWARE_SCALING = True
     OPTIONS: ClassVar[dict[str, type]] = {"camera_num": int, "timeout": float, "buffer_count": int}
 
     def __init__(self, spec: SourceSpec) -> None:

@@ -30,6 +30,12 @@ class SyntheticSource(BaseSource):
     kind = "synthetic"
     OPTIONS: ClassVar[dict[str, type]] = {"seed": int, "count": int}
 
+    @classmethod
+    def lossless(cls, spec: SourceSpec) -> bool:
+        """Unpaced frames (``fps=None``, for benchmarks) wait for inference; paced ones behave
+        like a camera's."""
+        return spec.fps is None
+
     def __init__(self, spec: SourceSpec) -> None:
         super().__init__(spec)
         opts = Options(spec, self.OPTIONS)

@@ -44,7 +44,14 @@ def test_uncommitted_results_stay_within_the_window_on_a_slow_disk(
     slow_commits(monkeypatch)
     config = validate(
         {
-            "cameras": [{"source": "synthetic", "fps": fps, "width": 192, "height": 192}],
+            "cameras": [
+                {
+                    "source": "synthetic",
+                    "width": 192,
+                    "height": 192,
+                    **({"fps": fps} if fps else {}),
+                }
+            ],
             "mqtt": {"port": free_port(), "ram_window": RAM_WINDOW, "ram_max_rows": 1000},
         }
     )

@@ -1,0 +1,181 @@
+"""Reading a configuration: parse the TOML file, apply dotted-key overrides, validate.
+
+Validation does no I/O beyond reading the file, rejects unknown keys, and reports every
+problem at once with its path (``cameras[1].fps: must be at least 0``). Values older files
+wrote for "unset" are accepted as unset and logged as warnings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edge.config.fields import check_value, settings
+from edge.config.sections import SECTIONS, CameraSettings, Config, MqttConfig
+from edge.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _section(
+    cls: type,
+    data: Any,
+    path: str,
+    problems: list[str],
+    notes: list[str],
+    *,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """Validated keyword arguments for ``cls`` from a TOML table; keys left out (or given as
+    a legacy "unset") are absent, so the dataclass default applies. strict: unknown keys are
+    problems (the top level checks its own, as it also holds the tables)."""
+    if not isinstance(data, dict):
+        problems.append(f"{path}: must be a table")
+        data = {}
+    declared = settings(cls)
+    if strict:
+        names = [s.name for s in declared]  # declaration order: the hint is deterministic
+        for name in data:
+            if name not in names:
+                close = [n for n in names if n.startswith(name[:3])] or difflib.get_close_matches(
+                    name, names, n=1
+                )
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{path}.{name}: unknown key{hint}")
+    out = {}
+    for s in declared:
+        where = f"{path}.{s.name}" if path else s.name
+        if s.name in data:
+            value = check_value(s, data[s.name], where, problems, notes)
+            if value is not None:
+                out[s.name] = value
+        elif s.required:
+            problems.append(f"{where}: required")
+    return out
+
+
+def validate(data: Mapping[str, Any], source: str = "") -> Config:
+    """Validate parsed TOML; raises ConfigError listing every problem."""
+    problems: list[str] = []
+    notes: list[str] = []
+    top_keys = [s.name for s in settings(Config)]
+    known = {*top_keys, *SECTIONS, "cameras"}
+    for name in data:
+        if name not in known:
+            problems.append(f"{name}: unknown key (known: {', '.join(sorted(known))})")
+    top = _section(Config, dict(data), "", problems, notes, strict=False)
+    sections = {
+        name: cls(**_section(cls, data.get(name, {}), name, problems, notes))
+        for name, cls in SECTIONS.items()
+    }
+    cams_raw = data.get("cameras", [])
+    if not isinstance(cams_raw, list) or not cams_raw:
+        problems.append("cameras: add at least one [[cameras]] table with a source")
+        cams_raw = []
+    cameras = []
+    for i, raw in enumerate(cams_raw):
+        kwargs = _section(CameraSettings, raw, f"cameras[{i}]", problems, notes)
+        # A camera without a source was reported as such; it still takes part in the checks
+        # across cameras (its name), and the placeholder never leaves this function.
+        cameras.append(CameraSettings(**{"source": "", **kwargs}))
+    _cross_checks(cameras, sections["mqtt"], problems)
+    if problems:
+        raise ConfigError(problems, source=source or None)
+    for note in notes:
+        log.warning("%s%s", f"{source}: " if source else "", note)
+    return Config(**top, **sections, cameras=tuple(cameras), source=source)
+
+
+def _cross_checks(cameras: list[CameraSettings], mqtt: Any, problems: list[str]) -> None:
+    """What no single key can check: bounds between keys, unique camera names."""
+    for i, c in enumerate(cameras):
+        if c.reconnect_min_s > c.reconnect_max_s:
+            problems.append(
+                f"cameras[{i}].reconnect_min_s: {c.reconnect_min_s:g} is above reconnect_max_s "
+                f"({c.reconnect_max_s:g}); lower it or raise reconnect_max_s"
+            )
+    names = [c.name for c in cameras]
+    for n in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"cameras: name {n!r} is used more than once; names must be unique")
+    assert isinstance(mqtt, MqttConfig)
+    if mqtt.reconnect_min_s > mqtt.reconnect_max_s:
+        problems.append(
+            f"mqtt.reconnect_min_s: {mqtt.reconnect_min_s} is larger than mqtt.reconnect_max_s "
+            f"({mqtt.reconnect_max_s})"
+        )
+    if mqtt.ram_window > mqtt.ram_max_rows:
+        problems.append(
+            f"mqtt.ram_window: {mqtt.ram_window} is larger than mqtt.ram_max_rows "
+            f"({mqtt.ram_max_rows})"
+        )
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; raises ConfigError naming the file and the problem."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"file not found: {p}. Create it (see systemd/config.example.toml) "
+            "or pass another with --config",
+            source=str(p),
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {p}: {exc}", source=str(p)) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=str(p)) from exc
+
+
+def load(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Read (when ``path`` is given), apply dotted-key ``overrides`` and validate."""
+    data = read_toml(path) if path is not None else {}
+    if overrides:
+        data = merge(data, overrides)
+    return validate(data, source=str(path) if path is not None else "")
+
+
+def merge(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply dotted-key overrides (``mqtt.host``, ``cameras.0.source``) to parsed TOML; a
+    None value removes the key (what TOML cannot say: back to unset)."""
+    out: dict[str, Any] = {
+        k: (
+            dict(v)
+            if isinstance(v, dict)
+            else [dict(c) for c in v]
+            if k == "cameras" and isinstance(v, list)
+            else v
+        )
+        for k, v in data.items()
+    }
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node: Any = out
+        for i, part in enumerate(parts[:-1]):
+            nxt_is_index = parts[i + 1].isdigit()
+            if isinstance(node, list):
+                idx = int(part)
+                while len(node) <= idx:
+                    node.append({})
+                node = node[idx]
+                continue
+            if part not in node:
+                node[part] = [] if nxt_is_index else {}
+            node = node[part]
+        last = parts[-1]
+        if isinstance(node, list):
+            idx = int(last)
+            while len(node) <= idx:
+                node.append({})
+            node[idx] = value
+        elif value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return out
