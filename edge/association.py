@@ -92,12 +92,13 @@ def _greedy(ordered: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in ``a`` (N×4) with every box in ``b`` (M×4), x0, y0, x1, y1."""
     wh = np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2])
-    np.clip(wh, 0.0, None, out=wh)
+    np.maximum(wh, 0.0, out=wh)
     inter = wh[..., 0] * wh[..., 1]
     a_wh = a[:, 2:] - a[:, :2]
     b_wh = b[:, 2:] - b[:, :2]
-    union = (a_wh[:, 0] * a_wh[:, 1])[:, None] + (b_wh[:, 0] * b_wh[:, 1])[None, :] - inter
-    out: np.ndarray = inter / np.maximum(union, 1e-12)
+    union = (a_wh[:, 0] * a_wh[:, 1])[:, None] + (b_wh[:, 0] * b_wh[:, 1]) - inter
+    np.maximum(union, 1e-12, out=union)
+    out: np.ndarray = inter / union
     return out
 
 

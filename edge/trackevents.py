@@ -82,6 +82,24 @@ class CameraState:
 
     def update(self, objects: Iterable[tuple[str, tuple[str, ...]]]) -> bool:
         """Recount from the (label, zone names) of every tracked object; True on a change."""
+        state = self._count(objects)
+        self._changed = state != self._last
+        self._last = state
+        return self._changed
+
+    def changed(self) -> bool:
+        """Whether the latest :meth:`update` changed the state."""
+        return self._changed
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as of the latest update (of no objects before any), as a new dict."""
+        if self._last is None:
+            return self._count(())
+        out = dict(self._last)
+        out[ZONES_KEY] = {name: dict(c) for name, c in self._last[ZONES_KEY].items()}
+        return out
+
+    def _count(self, objects: Iterable[tuple[str, tuple[str, ...]]]) -> dict[str, Any]:
         counts: dict[str, int] = dict.fromkeys(self._labels, 0)
         in_zone: dict[str, dict[str, int]] = {z.name: {} for z in self.zones}
         for label, zones in objects:
@@ -108,21 +126,7 @@ class CameraState:
             }
             for z in self.zones
         }
-        self._changed = state != self._last
-        self._last = state
-        return self._changed
-
-    def changed(self) -> bool:
-        """Whether the latest :meth:`update` changed the state."""
-        return self._changed
-
-    def to_dict(self) -> dict[str, Any]:
-        """The state as of the latest update (``{ "zones": {} }`` before any): a copy."""
-        if self._last is None:
-            return {ZONES_KEY: {z.name: {} for z in self.zones}}
-        out = dict(self._last)
-        out[ZONES_KEY] = {name: dict(c) for name, c in self._last[ZONES_KEY].items()}
-        return out
+        return state
 
 
 class TrackEvents:
@@ -166,12 +170,12 @@ class TrackEvents:
             else:
                 zones = occupancy.current(t.id)
             objects.append((t.label, zones))
-            if t.id in new:
+            rep = self._reported.get(t.id)
+            if t.id in new or rep is None:  # None: confirmed before this object was made
                 first = t.first_ts + offset
                 self._reported[t.id] = _Reported(t.label, zones, t.top_score, now, first)
                 events.append(self._event("new", t, zones, first, offset))
                 continue
-            rep = self._reported[t.id]
             if zones != rep.zones or (
                 now - rep.sent_ts >= s.update_interval_s
                 and (t.label != rep.label or t.top_score >= rep.top_score + s.score_margin)

@@ -114,9 +114,10 @@ class Track:
 
     box, score: the track's latest matched detection (kept while it goes undetected).
     top_score, top_box, top_ts, top_index: its best detection so far and the frame that had it
-    (``top_index`` is the ``index`` given to :meth:`Tracker.update`). first_ts: the frame of its
-    first detection, while still tentative; last_ts: that of its latest match (``ts_mono``
-    seconds). seen: matched in this frame (False while it goes undetected).
+    (``top_index`` is the ``index`` given to :meth:`Tracker.update`). first_ts, last_ts: frame
+    times (``ts_mono`` seconds) of its first detection, before it was confirmed, and of its
+    latest match. hits: frames it was matched in. seen: matched in this frame (False while it
+    goes undetected).
     """
 
     id: int
@@ -137,10 +138,11 @@ class Track:
 class TrackerUpdate:
     """What one frame did to the tracks.
 
-    tracks: the confirmed tracks alive after this frame, by id. new: ids confirmed in this
-    frame (they are in ``tracks``). ended: tracks that ended in this frame, as last seen (not
-    in ``tracks``). improved: ids whose top score rose in this frame, so this frame is now
-    their best one (a snapshot stage keeps it).
+    tracks: the confirmed tracks alive after this frame, in the order of their first detection
+    (ids follow the order of confirmation). new: ids confirmed in this frame (they are in
+    ``tracks``). ended: tracks that ended in this frame, as last seen (not in ``tracks``).
+    improved: ids whose top score rose in this frame, so this frame is now their best one (a
+    snapshot stage keeps it). index: the frame's ``index`` as given to :meth:`Tracker.update`.
     """
 
     ts_mono: float

@@ -9,16 +9,19 @@ frame at 30 fps with detection jitter, missed detections (5 %) and short-lived f
 (one frame in ten); the median, 90th and 99th percentiles over all frames of all repeats, and the
 median of the repeats' medians (robust on a shared machine).
 
-Import: each measurement runs in a fresh interpreter: the wall time and RSS growth of importing
-the tracking modules after numpy (which the daemon has loaded anyway), and, when installed, of
-the optimal assignment solvers the tracker could have used instead of its greedy matching
-(scipy's ``linear_sum_assignment``, ``lap.lapjv``), with their cost on a 10×10 problem.
+Memory: the RSS growth over the runs with events. Import: each measurement runs in a fresh
+interpreter with bytecode caches: the wall time and RSS growth of importing the tracking
+modules after numpy, edge.config and edge.result (which the daemon has loaded anyway), and,
+after numpy, of the optimal assignment solvers the tracker could have used instead of greedy
+matching, when installed (scipy's ``linear_sum_assignment``, ``lap.lapjv``), with their cost
+on a 10×10 problem.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -34,6 +37,7 @@ from edge.trackevents import TrackEvents
 from edge.tracking import Tracker, TrackingSettings
 from edge.zones import Zone
 
+ROOT = Path(__file__).resolve().parent.parent
 LABELS = ("person", "car", "dog")
 FPS = 30.0
 
@@ -102,6 +106,14 @@ def per_frame(frames: list[list[Detection]], with_events: bool) -> list[float]:
     return times
 
 
+def rss_kb() -> int:
+    """This process's resident set size in kB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def summary(runs: list[list[float]], skip: int) -> dict[str, float]:
     flat = np.concatenate([np.asarray(r[skip:]) for r in runs])
     return {
@@ -116,16 +128,20 @@ def import_cost(modules: list[str], base: list[str], repeats: int) -> dict[str, 
     """Median import seconds and RSS growth over ``repeats`` fresh interpreters; None when a
     module is not installed."""
     code = _PROBE.format(modules=modules, base=base)
+    # Bytecode caching on, as in an installed daemon; the first run writes the caches.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     seconds, kbytes = [], []
-    for _ in range(repeats):
+    for _ in range(repeats + 1):
         proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env
         )
         if proc.returncode:
             return None
         s, kb = proc.stdout.split()
         seconds.append(float(s))
         kbytes.append(int(kb))
+    seconds, kbytes = seconds[1:], kbytes[1:]
     return {
         "import_ms": round(statistics.median(seconds) * 1000, 1),
         "rss_mb": round(statistics.median(kbytes) / 1024, 2),
@@ -172,18 +188,21 @@ def main(argv: list[str] | None = None) -> int:
 
     frames = scene(np.random.default_rng(0), args.objects, args.frames)
     skip = 30  # the first second: tracks still being confirmed
+    rss0 = rss_kb()
+    with_events = [per_frame(frames, True) for _ in range(args.repeats)]
+    run_rss_mb = round((rss_kb() - rss0) / 1024, 2)
     report: dict[str, object] = {
         "objects": args.objects,
         "frames": args.frames,
         "repeats": args.repeats,
         "tracker": summary([per_frame(frames, False) for _ in range(args.repeats)], skip),
-        "tracker_events_2_zones": summary(
-            [per_frame(frames, True) for _ in range(args.repeats)], skip
-        ),
-        "import_after_numpy": {
-            "edge.tracking+zones+trackevents": import_cost(
+        "tracker_events_2_zones": summary(with_events, skip),
+        "rss_growth_while_running_mb": run_rss_mb,
+        "import": {
+            # What the daemon adds: it has numpy, edge.config and edge.result loaded already.
+            "edge.association+tracking+zones+trackevents": import_cost(
                 ["edge.association", "edge.tracking", "edge.zones", "edge.trackevents"],
-                ["numpy"],
+                ["numpy", "edge.config", "edge.result"],
                 args.repeats,
             ),
             "scipy.optimize": import_cost(["scipy.optimize"], ["numpy"], args.repeats),
@@ -202,20 +221,22 @@ def main(argv: list[str] | None = None) -> int:
             f"  {name:24} median {r['median_us']:7.1f} µs  p90 {r['p90_us']:7.1f}  "
             f"p99 {r['p99_us']:7.1f}  (median of run medians {r['median_of_run_medians_us']:.1f})"
         )
-    imports = report["import_after_numpy"]
+    print(f"  RSS growth over the runs with events: {run_rss_mb:.2f} MB")
+    imports = report["import"]
     assert isinstance(imports, dict)
-    print("import after numpy (fresh interpreter, median):")
+    print("import (fresh interpreter, median; ours after numpy + edge.config + edge.result,")
+    print("solvers after numpy):")
     for name, cost in imports.items():
         shown = (
             f"{cost['import_ms']:7.1f} ms  +{cost['rss_mb']:.2f} MB RSS"
             if cost
             else "not installed"
         )
-        print(f"  {name:32} {shown}")
+        print(f"  {name:44} {shown}")
     solvers = report["solvers_10x10"]
     assert isinstance(solvers, dict)
     for name, us in solvers.items():
-        print(f"  {name:32} {us:7.1f} µs per 10×10 solve")
+        print(f"  {name:44} {us:7.1f} µs per 10×10 solve")
     return 0
 
 

@@ -191,6 +191,20 @@ def test_state_counts_labels_and_zones_and_flags_changes() -> None:
     }
 
 
+def test_the_state_before_any_frame_lists_the_known_labels_at_zero() -> None:
+    """Before the first frame the state already has every given label and zone at 0, and
+    the first update counts as a change even when it finds nothing."""
+    state = CameraState((LEFT, CARPORT), labels=("person", "car"))
+    empty = {
+        "person": 0,
+        "car": 0,
+        "zones": {"left": {"person": 0, "car": 0}, "carport": {"car": 0}},
+    }
+    assert valid_state(state.to_dict()) == empty
+    assert state.update(()) and state.to_dict() == empty
+    assert not state.update(())
+
+
 def test_a_label_named_zones_cannot_be_counted() -> None:
     """A state cannot list a label called 'zones' (that key holds the zone counts)."""
     with pytest.raises(ValueError, match="rename the label"):
