@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.association import Box
 from edge.config import key, topic_name_problem
 from edge.errors import ConfigError
-from edge.tracking import Box
 
 MAX_POINTS = 100  # corners of one zone: more only slows every check (and the crossing test)
 _EDGE = 1.0 - 1e-9  # the anchor's largest coordinate: just inside the frame

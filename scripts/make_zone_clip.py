@@ -5,10 +5,10 @@ Usage: python scripts/make_zone_clip.py --out zones.mp4 [--seed 0] [--fps 10] [-
 [--height 480]
 
 Four shapes the bundled ``shapes-detector`` detects (80-100 px, drawn by ``edge.scene`` on its
-background) travel straight lines across the frame: one along the bottom through the zone,
-one along the top past it, one through the zone's upper part against the first (passing it
-25 px apart), and one up from the bottom edge through the zone. The zone is a trapezoid on the
-lower half; a shape is in it by its box's bottom centre.
+background) travel straight lines across the frame: one low through the zone, one along the
+top past it, one through the zone's upper part against the first (their boxes pass about
+30 px apart), and one up from the bottom edge through the zone. The zone is a trapezoid on
+the lower half, not drawn; a shape is in it by its box's bottom centre.
 
 Every change a tracker can see (a shape entering the frame, entering the zone, leaving the
 zone, leaving the frame) happens at a whole second plus ``PHASE``: shapes move piecewise at
@@ -20,7 +20,8 @@ its area shows (the detector's truth rule).
 Next to the clip (MPEG-4 Part 2, like ``samples/shapes.mp4``), a JSON file of the same name
 holds the zone, each object's label and transition times, and per frame the objects in it with
 their ids, boxes (x0, y0, x1, y1 normalized to the frame, clipped) and whether they are in the
-zone. Seed, size and rate decide everything: kinds, colours, sizes, speeds.
+zone. Seed, size and rate decide everything (kinds, colours, sizes, speeds): the same
+arguments give the same truth, and the same bytes with the same OpenCV build.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
+from edge.association import Box
 from edge.errors import ConfigError
-from edge.tracking import Box
 from edge.zones import Zone, ZoneOccupancy, ZoneSettings, anchor, build_zones, points_problems
 
 SQUARE = ((0.2, 0.2), (0.8, 0.2), (0.8, 0.8), (0.2, 0.8))
