@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any
 
 from edge.association import Box
@@ -34,17 +34,15 @@ class ZoneSettings:
     """[[cameras.zones]]: one zone of a camera, as configured."""
 
     name: str = key(
-        "",
+        MISSING,
         "Zone name, unique per camera: a key in the state and events (and a topic level).",
-        required=True,
         check=topic_name_problem,
     )
     points: tuple[tuple[float, float], ...] = key(
-        (),
+        MISSING,
         "Corners [[x, y], ...] in order around the zone, normalized to the frame (0..1, y "
         "down): at least 3, edges not crossing. An object is in the zone by its box's bottom "
         "centre.",
-        required=True,
     )
     labels: tuple[str, ...] = key((), "Only objects with these labels count; empty = all.")
     min_dwell_s: float = key(
