@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from broker import wait_for
 
 from edge.capture import CaptureThread
 from edge.errors import InputError, SourceError
@@ -322,10 +323,7 @@ def test_frames_older_than_stall_after_are_dropped_as_stale() -> None:
     t = CaptureThread(camera, on_frame=delivered.append, stall_after=0.5)
     t.start()
     try:
-        deadline = time.monotonic() + 5
-        while t.stats().stale < 5:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        assert wait_for(lambda: t.stats().stale >= 5, 5)
         assert not delivered
         camera.age = 0.0
         assert t.wait_for_state("streaming", timeout=2)
@@ -341,18 +339,18 @@ def test_a_file_waiting_for_a_slow_consumer_never_stalls() -> None:
     source = OpenCVSource(SourceSpec(kind="opencv", target=str(ROOT / "samples" / "shapes.mp4")))
     assert source.live is False
     delivered: list[Frame] = []
+    four = threading.Event()
 
     def slow(frame: Frame) -> None:
         delivered.append(frame)
+        if len(delivered) == 4:
+            four.set()
         time.sleep(0.25)  # the slow consumer being simulated
 
     t = CaptureThread(source, on_frame=slow, stall_after=0.1)
     t.start()
     try:
-        deadline = time.monotonic() + 5
-        while len(delivered) < 4:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        assert four.wait(5)
     finally:
         t.stop()
         t.join(5)
