@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from edge.annotate import annotate, encode_jpeg
 from edge.output import ResultEvent
-from edge.slots import Newest
+from edge.slots import Entry, Newest
 from edge.stats import LatencyWindow, RateMeter
 
 log = logging.getLogger(__name__)
@@ -52,21 +52,20 @@ class LatestResults:
         self._slot.put(event.camera, event)
         self.first.set()
 
-    def _latest(self, camera: str, version: int, event: ResultEvent) -> Latest:
-        return Latest(event, version, self._rates[camera])
+    def _item(self, camera: str, entry: Entry[ResultEvent]) -> Latest:
+        return Latest(entry.value, entry.version, self._rates[camera])
 
     def get(self, camera: str) -> Latest | None:
         entry = self._slot.get(camera)
-        return None if entry is None else self._latest(camera, entry.version, entry.value)
+        return None if entry is None else self._item(camera, entry)
 
     def all(self) -> dict[str, Latest]:
-        return {k: self._latest(k, e.version, e.value) for k, e in self._slot.entries().items()}
+        return {k: self._item(k, e) for k, e in self._slot.entries().items()}
 
     def newer(self, seen: dict[str, int], timeout: float) -> dict[str, Latest]:
         """The cameras whose version is above ``seen[camera]``, waiting up to ``timeout``
         seconds for one; empty on timeout."""
-        got = self._slot.wait(seen, timeout)
-        return {k: self._latest(k, e.version, e.value) for k, e in got.items()}
+        return {k: self._item(k, e) for k, e in self._slot.wait(seen, timeout).items()}
 
 
 def figures(item: Latest) -> str:

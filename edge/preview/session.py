@@ -270,12 +270,12 @@ class PreviewSession:
         stream clients) stops first and the terminal view is restored last. Each step looks up
         what was built, so a run that failed half-way stops only what it started."""
         on = self.runner.on_shutdown
-        on("terminal view", lambda: self.view.close() if self.view else None)
-        on("mqtt sink", lambda: self.sink.close() if self.sink else None)
-        on("publisher", lambda: self.publisher.close() if self.publisher else None)
-        on("pipeline", lambda: self.pipeline.stop() if self.pipeline else None)
-        on("encoder", lambda: self.encoder.join(2.0) if self.encoder else None)
-        on("http server", lambda: self.server.stop() if self.server else None)
+        on("terminal view", lambda: self.view.close() if self.view is not None else None)
+        on("mqtt sink", lambda: self.sink.close() if self.sink is not None else None)
+        on("publisher", lambda: self.publisher.close() if self.publisher is not None else None)
+        on("pipeline", lambda: self.pipeline.stop() if self.pipeline is not None else None)
+        on("encoder", lambda: self.encoder.join(2.0) if self.encoder is not None else None)
+        on("http server", lambda: self.server.stop() if self.server is not None else None)
 
     def _print_summary(self) -> None:
         assert self.pipeline is not None
