@@ -356,9 +356,12 @@ class Daemon:
         self.runner.restore_signals()
 
     def _close_sink(self) -> None:
-        sink, self.sink = self.sink, None
-        if sink is not None:
-            sink.close()
+        # Cleared only after close: closing publishes the final stats, which read self.sink.
+        if self.sink is not None:
+            try:
+                self.sink.close()
+            finally:
+                self.sink = None
 
     def request_stop(self) -> None:
         self.runner.stop.set()
