@@ -1,8 +1,9 @@
-"""The capture thread, which owns a frame source, and the one-slot hand-off to the pipeline.
+"""The capture thread, which owns a frame source.
 
 A :class:`CaptureThread` opens its source, reads frames as fast as the source delivers them and
-puts each into a :class:`LatestFrame`, which keeps only the newest: when inference is slower
-than the camera, the older unconsumed frame is dropped and counted, so latency never grows. A
+hands each to its ``on_frame`` callback, on the capture thread. In the daemon that callback is
+the pipeline's: motion gate, preprocessing, then :class:`~edge.slots.FrameSlots`, which keeps
+only the newest frame of a live camera, so latency never grows when inference is slower. A
 source that fails (SourceError) is closed and reopened with exponential backoff; a live source
 that delivers nothing for ``stall_after`` seconds is ``stalled`` (no frames, so no results) until
 frames come again or its read times out and it is reopened. The thread's :class:`CaptureStatus`
@@ -27,57 +28,6 @@ log = logging.getLogger(__name__)
 
 STATES = ("starting", "streaming", "stalled", "reconnecting", "ended", "failed", "stopped")
 FINAL_STATES = frozenset({"ended", "failed", "stopped"})
-
-
-class LatestFrame:
-    """A one-slot, drop-oldest hand-off between one producer and one consumer thread.
-
-    ``put_count`` counts frames put, ``dropped`` those replaced before anyone took them. Both
-    are plain ints read without the lock (a slightly stale value is fine for a status report).
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._frame: Frame | None = None
-        self._closed = False
-        self.put_count = 0
-        self.dropped = 0
-
-    def put(self, frame: Frame) -> bool:
-        """Offer ``frame``, replacing (and counting as dropped) one not yet taken.
-
-        Returns False, and keeps nothing, once the hand-off is closed.
-        """
-        with self._cond:
-            if self._closed:
-                return False
-            if self._frame is not None:
-                self.dropped += 1
-            self._frame = frame
-            self.put_count += 1
-            self._cond.notify()
-            return True
-
-    def get(self, timeout: float | None = None) -> Frame | None:
-        """The newest frame, waiting up to ``timeout`` seconds (None = forever) for one.
-
-        None means the wait timed out or the hand-off is closed and empty (check ``closed``).
-        A frame put before ``close()`` is still returned.
-        """
-        with self._cond:
-            self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
-            frame, self._frame = self._frame, None
-            return frame
-
-    def close(self) -> None:
-        """No more frames will come: wake every waiting ``get``; later ``put`` calls are refused."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +142,7 @@ class CaptureThread(threading.Thread):
     """Owns a source: opens it, reads it, reopens it after failures; named ``capture-<name>``.
 
     source: a Source, or a SourceSpec to build one from (ConfigError surfaces here).
-    Frames go to ``handoff`` (a LatestFrame, closed when the thread ends so the consumer wakes)
-    or to ``on_frame``, called on this thread for each frame (it must be quick); give one.
+    on_frame: called on this thread with each frame (it must be quick: the next read waits).
     stop: an event shared with other threads, set to stop them all; one is made if not given.
 
     Failures: SourceError → state ``reconnecting``, the source is closed and reopened after
@@ -210,27 +159,18 @@ class CaptureThread(threading.Thread):
     def __init__(
         self,
         source: Source | SourceSpec,
-        handoff: LatestFrame | None = None,
+        on_frame: Callable[[Frame], object],
         *,
-        on_frame: Callable[[Frame], object] | None = None,
         stop: threading.Event | None = None,
         backoff: float = 1.0,
         backoff_max: float = 30.0,
         stall_after: float = 2.0,
     ) -> None:
-        deliver: Callable[[Frame], object]
-        if handoff is not None and on_frame is None:
-            deliver = handoff.put
-        elif on_frame is not None and handoff is None:
-            deliver = on_frame
-        else:
-            raise ValueError("give exactly one of handoff and on_frame")
         if isinstance(source, SourceSpec):
             source = open_source(source)
         super().__init__(name=f"capture-{source.name}", daemon=True)
         self.source = source
-        self.handoff = handoff
-        self._deliver = deliver
+        self._deliver = on_frame
         self.backoff = backoff
         self.backoff_max = backoff_max
         self.stall_after = stall_after
@@ -322,8 +262,6 @@ class CaptureThread(threading.Thread):
             if watch is not None:
                 watch.set()
             self._close_source()
-            if self.handoff is not None:
-                self.handoff.close()
             if self._status.state not in FINAL_STATES:
                 self._status.set_state("stopped")
                 log.info("capture %r: stopped", name)

@@ -19,59 +19,33 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 from edge import preflight
 from edge.config import Config
 from edge.engine import Engine, Overrides
-from edge.errors import ConfigError, EdgeError
+from edge.errors import EdgeError
 from edge.notify import Notifier
-from edge.outbox import Outbox
 from edge.pipeline import Pipeline, new_boot_id
-from edge.publisher import Publisher
+from edge.runner import Runner
 from edge.runtime import RuntimeOptions
 from edge.sinks.mqtt import MqttSink
 from edge.sinks.mqtt_settings import MqttSettings
+from edge.sinks.publisher import Publisher
+from edge.sinks.start import start_sink
 
 log = logging.getLogger(__name__)
 
-OUTBOX_FILE = "outbox.sqlite3"
 SWITCH_INTERVAL_S = 0.0005
 
 
-def start_sink(config: Config, boot_id: str = "", settings: MqttSettings | None = None) -> MqttSink:
-    """The MQTT sink with its durable outbox in the state directory, started (it connects in
-    the background; a broker that is down is fine)."""
-    settings = settings or MqttSettings.from_config(config)
-    state = config.state_path()
-    try:
-        state.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"state_dir: cannot create {state}: {exc.strerror}. Set state_dir to a writable "
-            "directory."
-        ) from exc
-    outbox = Outbox(
-        state / OUTBOX_FILE,
-        max_rows=config.mqtt.outbox_max_rows,
-        ram_max_rows=config.mqtt.ram_max_rows,
-        boot_id=boot_id,
-    )
-    sink = MqttSink(settings, outbox)
-    sink.start()
-    return sink
-
-
 class _CurrentSink:
-    """What the publisher sends through: whichever sink the daemon holds now (a reload may
-    replace it while the publisher stays)."""
+    """The :class:`~edge.sinks.Sink` the publisher sends through: whichever sink the daemon
+    holds now (a reload may replace it while the publisher stays)."""
 
     def __init__(self, daemon: Daemon) -> None:
         self._daemon = daemon
@@ -102,7 +76,8 @@ class _Built:
 
 
 class Daemon:
-    """One run of the service. Thread affinity: the main thread (it owns signals)."""
+    """One run of the service. Thread affinity: the main thread (its :class:`Runner` owns the
+    signals, the done check and the shutdown)."""
 
     def __init__(
         self,
@@ -116,8 +91,7 @@ class Daemon:
         self.duration = duration
         self.notifier = notifier or Notifier()
         self.boot_id = new_boot_id()
-        self._stop = threading.Event()
-        self._reload_requested = threading.Event()
+        self.runner = Runner(duration, reloads=True)
         self.sink: MqttSink | None = None
         self.settings: MqttSettings | None = None
         self.publisher: Publisher | None = None
@@ -202,7 +176,12 @@ class Daemon:
         # from the capture and MQTT threads. With the default 5 ms switch interval it can wait
         # a whole interval behind a busy Python thread, so hand the GIL over more often.
         sys.setswitchinterval(SWITCH_INTERVAL_S)
-        self._install_signals()
+        runner = self.runner
+        runner.install_signals()
+        # In start order; each looks up what the daemon holds at shutdown (reloads replace them).
+        runner.on_shutdown("notifier", self.notifier.close)
+        runner.on_shutdown("MQTT sink", self._close_sink)
+        runner.on_shutdown("pipeline", self._stop_pipeline)
         try:
             built = self._build(self.config)
             self._start_sink(self.config, built.settings)
@@ -227,23 +206,19 @@ class Daemon:
         return self.exit_code
 
     def _loop(self) -> None:
-        start = time.monotonic()
-        next_stats = start + min(2.0, self.config.mqtt.stats_interval)
+        runner = self.runner
+        runner.begin()
+        next_stats = runner.started + min(2.0, self.config.mqtt.stats_interval)
         last_captured = last_handled = -1
-        while not self._stop.wait(0.5):
+        while not runner.stop.wait(0.5):
             now = time.monotonic()
             pipeline = self.pipeline
             assert pipeline is not None
-            if self._reload_requested.is_set():
-                self._reload_requested.clear()
+            if runner.reload_requested.is_set():
+                runner.reload_requested.clear()
                 self._reload()
                 next_stats = now  # show the outcome at once
                 continue
-            fatal = pipeline.failure()
-            if fatal is not None:
-                log.error("%s", fatal)
-                self.exit_code = fatal.exit_code if isinstance(fatal, EdgeError) else 1
-                return
             captured, handled, idle = pipeline.progress()
             if captured != last_captured and (handled != last_handled or idle):
                 # Liveness means frames flow through inference: a camera that stopped
@@ -254,11 +229,9 @@ class Daemon:
             if now >= next_stats:
                 next_stats = now + self.config.mqtt.stats_interval
                 self._publish_stats()
-            if self.duration is not None and now - start >= self.duration:
-                log.info("duration of %.1f s reached, stopping", self.duration)
-                return
-            if pipeline.finished():
-                log.info("every source has ended, stopping")
+            code = runner.done(pipeline)
+            if code is not None:
+                self.exit_code = code
                 return
 
     def stats(self) -> dict[str, Any]:
@@ -378,31 +351,18 @@ class Daemon:
 
     # -- shutdown ----------------------------------------------------------------------------
     def _shutdown(self) -> None:
+        """Pipeline (and publisher), then the sink, then the notifier; signals restored."""
         self.notifier.stopping()
-        self._stop_pipeline()
+        self.runner.shutdown()
+        self.runner.restore_signals()
+
+    def _close_sink(self) -> None:
+        # Cleared only after close: closing publishes the final stats, which read self.sink.
         if self.sink is not None:
             try:
                 self.sink.close()
-            except Exception:
-                log.exception("closing the MQTT sink failed")
-            self.sink = None
-        self.notifier.close()
-
-    # -- signals ---------------------------------------------------------------------------
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_hup)
-
-    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
-        log.info("%s received, stopping", signal.Signals(signum).name)
-        self._stop.set()
-
-    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
-        log.info("SIGHUP received, reloading the configuration")
-        self._reload_requested.set()
+            finally:
+                self.sink = None
 
     def request_stop(self) -> None:
-        self._stop.set()
+        self.runner.stop.set()

@@ -1,8 +1,19 @@
 """One model, ready to run: interpreter + preprocessing + postprocessing built once at load.
 
-The CLI (``edge infer``), the daemon's inference thread, the preview, batch mode and the quantize
-tool all call :meth:`Engine.infer`, so a result means the same thing everywhere.
-Thread affinity: an Engine belongs to one thread at a time.
+A frame goes through three parts, which the daemon runs on three threads so that they overlap:
+
+- preprocess: a :class:`~edge.preprocess.Preprocessor` (one per camera, from
+  :meth:`Engine.new_preprocessor`) fills an input tensor, on the camera's capture thread;
+- :meth:`Engine.run_prepared`: copy that tensor in, invoke, copy the outputs out as an
+  :class:`Invocation`, on the model's inference thread, the only one that touches the
+  interpreter;
+- :meth:`Engine.decode`: postprocess the Invocation into a Result, on the model's result thread,
+  while the interpreter already runs the next frame.
+
+:meth:`Engine.infer` runs all three on the calling thread; ``edge infer``, batch mode and the
+quantize tool use it, and since both paths share the same parts a result means the same thing
+everywhere. Thread affinity: the interpreter (``prepare``, ``infer``, ``run_prepared``) belongs
+to one thread at a time; ``decode`` may run on another one meanwhile.
 """
 
 from __future__ import annotations
@@ -116,9 +127,9 @@ def default_preprocess(spec: TensorSpec) -> PreprocessConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class RawOutput:
-    """One invoke's output arrays (copies, as stored: quantized values stay quantized) and how
-    long the invoke took."""
+class Invocation:
+    """What one invoke produced: its output arrays (copies, as stored: quantized values stay
+    quantized) and how long the invoke took (perf_counter milliseconds)."""
 
     values: list[np.ndarray]
     invoke_ms: float
@@ -317,11 +328,11 @@ class Engine:
         pre_ms = (time.perf_counter() - t0) * 1000
         return self.decode(self._invoke(), transform, image.shape, pre_ms, source, index)
 
-    def _invoke(self) -> RawOutput:
+    def _invoke(self) -> Invocation:
         t0 = time.perf_counter()
         self.interpreter.invoke()
         invoke_ms = (time.perf_counter() - t0) * 1000
-        return RawOutput([self.interpreter.output(i) for i in range(self._n_out)], invoke_ms)
+        return Invocation([self.interpreter.output(i) for i in range(self._n_out)], invoke_ms)
 
     def new_preprocessor(self) -> Preprocessor:
         """A separate Preprocessor for this model's input, for another thread to fill tensors
@@ -329,7 +340,7 @@ class Engine:
         preprocessing overlaps the previous frame's ``invoke()``)."""
         return Preprocessor(self.preprocessor.spec, self.preprocessor.config)
 
-    def run_prepared(self, tensor: np.ndarray) -> RawOutput:
+    def run_prepared(self, tensor: np.ndarray) -> Invocation:
         """Run the model on an input already preprocessed by :meth:`new_preprocessor`'s
         Preprocessor: copy ``tensor`` in (≈ 10 µs for 224×224×3), invoke, copy the outputs out.
         :meth:`decode` turns them into a Result, on any thread, while this interpreter already
@@ -339,16 +350,17 @@ class Engine:
 
     def decode(
         self,
-        raw: RawOutput,
+        invocation: Invocation,
         transform: Transform,
         frame_shape: tuple[int, ...],
         preprocess_ms: float,
         source: str = "",
         index: int | None = None,
     ) -> Result:
-        """Postprocess outputs from :meth:`run_prepared` into the frame's Result."""
+        """Postprocess what :meth:`run_prepared` returned into the frame's Result (any thread:
+        it uses the postprocessor only, never the interpreter)."""
         t2 = time.perf_counter()
-        decoded = self.postprocessor(raw.values, transform)
+        decoded = self.postprocessor(invocation.values, transform)
         t3 = time.perf_counter()
         return Result(
             model=self.spec.name,
@@ -357,7 +369,7 @@ class Engine:
             source=source,
             width=int(frame_shape[1]),
             height=int(frame_shape[0]),
-            timings=Timings(preprocess_ms, raw.invoke_ms, (t3 - t2) * 1000),
+            timings=Timings(preprocess_ms, invocation.invoke_ms, (t3 - t2) * 1000),
             detections=decoded.detections,
             classes=decoded.classes,
             segments=decoded.segments,

@@ -1,15 +1,16 @@
 """The real-time pipeline: capture threads hand their newest frame to inference threads, which
-run the model, and result threads that pass each result to listeners (the MQTT publisher, the
-preview).
+run the model, and result threads that pass each result, as a
+:class:`~edge.output.ResultEvent`, to the listeners (the MQTT publisher, the preview).
 
-Threads and ownership: one ``capture-<camera>`` thread per camera owns its source; one
-``infer-<model>`` thread per distinct model owns its interpreter and serves, oldest frame first,
-every camera that uses that model, so a model shared by cameras is loaded once. Between them a
-one-slot-per-camera hand-off drops the older frame when inference falls behind (counted as
-``dropped``), so latency never grows with a queue. The inference thread only invokes: a
-``results-<model>`` thread decodes each output and calls the listeners while the next frame is
-already running, in order. Listeners must not block: they copy what they need and do slow work
-(network, JPEG) on their own threads.
+Threads and ownership: one ``capture-<camera>`` thread per camera owns its source, its motion
+gate (:mod:`edge.motion`) and its preprocessing; one ``infer-<model>`` thread per distinct model
+owns its interpreter and serves, oldest frame first, every camera that uses that model, so a
+model shared by cameras is loaded once. Between them :class:`~edge.slots.FrameSlots`, one slot
+per camera, drops the older frame when inference falls behind (counted as ``dropped``), so
+latency never grows with a queue. The inference thread only invokes: a ``results-<model>``
+thread decodes each output, numbers it and hands it to the listeners (a
+:class:`~edge.output.FanOut`) while the next frame is already running, in order. Listeners must
+not block: they keep the event and do slow work (network, JPEG) on their own threads.
 """
 
 from __future__ import annotations
@@ -21,19 +22,18 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from edge.capture import CaptureThread
 from edge.config import CameraSettings, Config
-from edge.engine import Engine, Overrides, RawOutput
+from edge.engine import Engine, Invocation, Overrides
 from edge.frame import Frame
-from edge.preprocess import Transform
-from edge.result import Result
+from edge.motion import MotionGate
+from edge.output import FanOut, ResultEvent, ResultListener
 from edge.runtime import RuntimeOptions
+from edge.slots import FrameSlots, Job
 from edge.sources import from_camera, lossless
 from edge.stats import Counters, LatencyWindow, RateMeter
 from edge.system import cpu_seconds, cpu_temperature_c, rss_mb
@@ -51,89 +51,6 @@ COUNTERS = (
     "errors",
 )
 BACKPRESSURE_POLL_S = 0.02  # how often a held-back lossless source looks for room again
-_THUMB = (64, 48)  # motion-gating thumbnail size (w, h)
-
-
-class ResultListener(Protocol):
-    """Receives every result. Called on a result thread: must return quickly (a slow listener
-    holds up the results behind it, and then inference)."""
-
-    def on_result(
-        self, camera: CameraState, frame: Frame, result: Result, payload: dict[str, Any]
-    ) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """A captured frame already preprocessed into a model-input tensor on its capture thread.
-
-    preprocess_ms: time spent filling ``tensor`` (perf_counter milliseconds).
-    """
-
-    frame: Frame
-    tensor: np.ndarray
-    transform: Transform
-    preprocess_ms: float
-
-
-class FrameSlots:
-    """One slot per camera; ``put`` replaces an unconsumed job (drop-oldest), ``take``
-    returns the one captured longest ago across the cameras, so none starves."""
-
-    def __init__(self) -> None:
-        self._slots: dict[str, Job] = {}
-        self._taken = 0
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def put(self, camera: str, job: Job, wait: bool = False) -> Job | None:
-        """Store ``job``; returns the job it replaced, which was never taken (dropped).
-
-        wait: block until the previous frame was taken instead (lossless sources: files read
-        faster than real time and unpaced synthetic frames, where dropping would only waste
-        the work of making the frame). When closed meanwhile, nothing is stored.
-        """
-        with self._cond:
-            if wait:
-                while camera in self._slots and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return None
-            old = self._slots.get(camera)
-            self._slots[camera] = job
-            self._cond.notify_all()
-            return old
-
-    def take(self, timeout: float) -> Job | None:
-        """The oldest waiting frame, or None after ``timeout`` seconds or when closed."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self._slots and not self._closed:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(left)
-            if not self._slots:
-                return None
-            camera = min(self._slots, key=lambda c: self._slots[c].frame.ts_mono)
-            self._taken += 1
-            self._cond.notify_all()  # a lossless producer may be waiting for the slot
-            return self._slots.pop(camera)
-
-    def done(self) -> None:
-        """The consumer finished with the frame it took last."""
-        with self._cond:
-            self._taken -= 1
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def idle(self) -> bool:
-        """No frame waiting and none taken but not yet done."""
-        with self._cond:
-            return not self._slots and self._taken == 0
 
 
 class CameraState:
@@ -147,36 +64,11 @@ class CameraState:
         self.latency = {s: LatencyWindow() for s in STAGES}
         self.fps_in = RateMeter()
         self.fps_out = RateMeter()
-        self.seq = 0  # results produced; the inference thread is the only writer
+        self.seq = 0  # results produced; the result thread is the only writer
         self.capture: CaptureThread | None = None
+        self.motion = MotionGate(settings.motion_threshold, settings.motion_max_skip_s)
         # Input tensors free for the capture thread to fill (deque: thread-safe append/pop).
         self.spare: deque[np.ndarray] = deque()
-        self._thumb: np.ndarray | None = None
-        self._last_inferred = 0.0
-
-    def moved(self, frame: Frame) -> bool:
-        """Motion gate: whether ``frame`` differs enough from the last inferred one.
-
-        Compares a small grey thumbnail by mean absolute difference (0..255); cheap (≈0.1 ms)
-        and robust to sensor noise, but blind to changes smaller than a thumbnail pixel.
-        """
-        s = self.settings
-        if s.motion_threshold <= 0:
-            return True
-        import cv2  # only cameras with a motion gate need OpenCV here
-
-        img = (
-            frame.image if frame.image.ndim == 2 else cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY)
-        )
-        thumb = cv2.resize(img, _THUMB, interpolation=cv2.INTER_AREA)
-        due = frame.ts_mono - self._last_inferred >= s.motion_max_skip_s > 0
-        if self._thumb is not None and not due:
-            diff = float(cv2.absdiff(thumb, self._thumb).mean())
-            if diff < s.motion_threshold:
-                return False
-        self._thumb = thumb
-        self._last_inferred = frame.ts_mono
-        return True
 
     def stats(self) -> dict[str, Any]:
         cap = self.capture.status() if self.capture is not None else {}
@@ -195,7 +87,7 @@ class CameraState:
 
 class InferenceWorker(threading.Thread):
     """Owns one Engine's interpreter; serves the cameras that share its model until ``stop`` is
-    set. It only copies a tensor in, invokes and copies the outputs out: decoding, payloads and
+    set. It only copies a tensor in, invokes and copies the outputs out: decoding and the
     listeners run on its :class:`ResultWorker`, overlapping the next invoke."""
 
     def __init__(
@@ -246,10 +138,10 @@ class InferenceWorker(threading.Thread):
 
 
 class ResultWorker(threading.Thread):
-    """Turns one inference thread's raw outputs into results, in order: decodes them, numbers
-    them per camera (``seq``), keeps the latency windows, builds the payload and calls the
-    listeners. A short queue separates it from inference; when it is full, inference waits
-    rather than lose a result."""
+    """Turns one inference thread's outputs into results, in order: decodes them, numbers them
+    per camera (``seq``), keeps the latency windows and hands each, as a ResultEvent, to the
+    listener (a FanOut of the pipeline's listeners). A short queue separates it from
+    inference; when it is full, inference waits rather than lose a result."""
 
     QUEUE = 4
 
@@ -257,17 +149,19 @@ class ResultWorker(threading.Thread):
         self,
         engine: Engine,
         cameras: dict[str, CameraState],
-        listeners: Sequence[ResultListener],
-        base_payload: dict[str, Any],
+        listener: ResultListener,
+        device: str,
+        boot_id: str,
     ) -> None:
         super().__init__(name=f"results-{engine.name}", daemon=True)
         self.engine = engine
         self.cameras = cameras
-        self.listeners = list(listeners)
-        self.base_payload = base_payload
-        self._queue: queue.Queue[tuple[Job, RawOutput, float] | None] = queue.Queue(self.QUEUE)
+        self.listener = listener
+        self.device = device
+        self.boot_id = boot_id
+        self._queue: queue.Queue[tuple[Job, Invocation, float] | None] = queue.Queue(self.QUEUE)
 
-    def put(self, job: Job, raw: RawOutput, waited_ms: float) -> None:
+    def put(self, job: Job, raw: Invocation, waited_ms: float) -> None:
         self._queue.put((job, raw, waited_ms))
 
     def close(self) -> None:
@@ -293,7 +187,7 @@ class ResultWorker(threading.Thread):
             finally:
                 self._queue.task_done()
 
-    def _handle(self, job: Job, raw: RawOutput, waited_ms: float) -> None:
+    def _handle(self, job: Job, raw: Invocation, waited_ms: float) -> None:
         frame = job.frame
         cam = self.cameras[frame.source]
         result = self.engine.decode(
@@ -302,29 +196,17 @@ class ResultWorker(threading.Thread):
         cam.seq += 1
         cam.counters.add("inferred")
         cam.fps_out.tick()
+        event = ResultEvent(
+            self.device, cam.name, cam.seq, self.boot_id, frame, result, time.monotonic()
+        )
         t = result.timings
-        e2e_ms = (time.monotonic() - frame.ts_mono) * 1000
         lat = cam.latency
         lat["queue"].add(waited_ms)
         lat["preprocess"].add(t.preprocess_ms)
         lat["invoke"].add(t.invoke_ms)
         lat["postprocess"].add(t.postprocess_ms)
-        lat["e2e"].add(e2e_ms)
-        payload = result.to_dict()
-        payload.update(self.base_payload)
-        payload["camera"] = cam.name
-        payload["seq"] = cam.seq
-        payload["captured_at"] = (
-            datetime.fromtimestamp(frame.ts_wall, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z")
-        )
-        payload["latency_ms"] = round(e2e_ms, 3)
-        for listener in self.listeners:
-            try:
-                listener.on_result(cam, frame, result, payload)
-            except Exception:
-                log.exception("result listener %s failed", type(listener).__name__)
+        lat["e2e"].add(event.e2e_ms)
+        self.listener.on_result(event)
 
 
 def new_boot_id() -> str:
@@ -338,11 +220,12 @@ class Pipeline:
     Build loads every model (ModelError surfaces here, before anything starts); ``start``
     launches the threads; ``stop`` stops capture first, then inference, each within a bound.
 
-    boot_id: names the process's life in every result; the daemon keeps one across reloads
-    (a new one is drawn when not given). admit: asked by each capture thread before it
-    preprocesses a frame (the MQTT sink's back-pressure, ``MqttSink.room``); while it says no,
-    lossless sources wait and live sources drop the frame (counted as
-    ``dropped_backpressure``).
+    listeners: get every result, in order, each call in its own try (a
+    :class:`~edge.output.FanOut`). boot_id: names the process's life in every result; the
+    daemon keeps one across reloads (a new one is drawn when not given). admit: asked by each
+    capture thread before it preprocesses a frame (the MQTT sink's back-pressure,
+    ``MqttSink.room``); while it says no, lossless sources wait and live sources drop the frame
+    (counted as ``dropped_backpressure``).
     """
 
     def __init__(
@@ -372,14 +255,14 @@ class Pipeline:
         self.cameras: dict[str, CameraState] = {}
         self.workers: list[InferenceWorker] = []
         self.engines: dict[str, Engine] = {}
-        base = {"device": config.device, "boot_id": self.boot_id}
+        fan_out = FanOut(listeners)
         for ref, cams in groups.items():
             engine = load(ref)
             self.engines[ref] = engine
             slots = FrameSlots()
             states = {c.name: CameraState(c, engine.name) for c in cams}
             self.cameras.update(states)
-            results = ResultWorker(engine, states, listeners, base)
+            results = ResultWorker(engine, states, fan_out, config.device, self.boot_id)
             worker = InferenceWorker(
                 engine, states, slots, results, config.budget.latency_ms, self._stop
             )
@@ -418,7 +301,7 @@ class Pipeline:
         def deliver(frame: Frame) -> None:
             state.counters.add("captured")
             state.fps_in.tick(frame.ts_mono)
-            if not state.moved(frame):
+            if not state.motion.moved(frame):
                 state.counters.add("skipped_motion")
                 return
             if admit is not None and not admit():

@@ -1,8 +1,8 @@
-"""The result of one inference: the object ``edge infer`` prints and the daemon publishes.
-
-``Result.to_dict()`` is the wire format; ``edge/schema/result.schema.json`` documents it and the
-tests validate every produced object against it. Bump ``SCHEMA_VERSION`` on any incompatible
-change to that format.
+"""The result of one inference and its JSON form: ``Result.to_dict()`` is the object ``edge
+infer`` prints, and the body of what the daemon publishes (:func:`edge.output.payload` adds the
+device, camera, numbering and timing fields). ``edge/schema/result.schema.json`` documents both
+and the tests validate every produced object against it. Bump ``SCHEMA_VERSION`` on any
+incompatible change to that format.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class Result:
         return frozenset(i.label for i in items)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready wire format (see ``edge/schema/result.schema.json``)."""
+        """The JSON-ready result (see ``edge/schema/result.schema.json``)."""
         out: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
             "model": {"name": self.model, "version": self.model_version},

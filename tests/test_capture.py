@@ -1,4 +1,5 @@
-"""The one-slot hand-off and the capture thread: drops, reconnection with backoff, end, stop."""
+"""The capture thread, delivering into the daemon's hand-off (FrameSlots): streaming,
+reconnection with backoff, stalls, end, failures and stop."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from broker import wait_for
 
-from edge.capture import CaptureThread, LatestFrame
+from edge.capture import CaptureThread
 from edge.errors import InputError, SourceError
 from edge.frame import Frame
+from edge.preprocess import Transform
+from edge.slots import FrameSlots, Job
 from edge.sources import SourceSpec
 from edge.sources.base import BaseSource
 from edge.sources.opencv import OpenCVSource
@@ -21,8 +25,30 @@ from edge.sources.synthetic import SyntheticSource
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def frame(seq: int) -> Frame:
-    return Frame(np.zeros((2, 2, 3), np.uint8), seq, time.monotonic(), time.time(), "t")
+class Handoff:
+    """The capture thread's ``on_frame`` as the daemon wires it, minus preprocessing: each frame
+    goes into its camera's FrameSlots slot, replacing one not yet taken (counted in
+    ``dropped``); ``get`` takes the next frame as the inference thread does."""
+
+    TENSOR = np.zeros((1, 2, 2, 3), np.uint8)
+
+    def __init__(self) -> None:
+        self.slots = FrameSlots()
+        self.delivered = 0
+        self.dropped = 0
+
+    def __call__(self, frame: Frame) -> None:
+        self.delivered += 1
+        if self.slots.put(frame.source, Job(frame, self.TENSOR, Transform(), 0.0)) is not None:
+            self.dropped += 1
+
+    def get(self, timeout: float) -> Frame | None:
+        """The waiting frame (the newest delivered), or None after ``timeout`` seconds."""
+        job = self.slots.take(timeout)
+        if job is None:
+            return None
+        self.slots.done()
+        return job.frame
 
 
 def synthetic(fps: float | None = None, name: str = "cam") -> SyntheticSource:
@@ -62,70 +88,13 @@ class FlakySource:
         self.inner.close()
 
 
-# -- LatestFrame --------------------------------------------------------------------------------
-
-
-def test_latest_frame_drops_the_oldest_and_counts_it() -> None:
-    """Putting over an untaken frame replaces it; get returns the newest and counts the drops."""
-    slot = LatestFrame()
-    for i in range(3):
-        assert slot.put(frame(i))
-    got = slot.get(timeout=0)
-    assert got is not None and got.seq == 2
-    assert (slot.put_count, slot.dropped) == (3, 2)
-    slot.put(frame(3))
-    assert slot.get(0) is not None and slot.dropped == 2  # a taken frame is not a drop
-
-
-def test_latest_frame_get_waits_for_a_put_from_another_thread() -> None:
-    """get blocks until a producer thread puts a frame, then returns that frame."""
-    slot = LatestFrame()
-    got: list[Frame | None] = []
-    waiting = threading.Event()
-
-    def consumer() -> None:
-        waiting.set()
-        got.append(slot.get(timeout=5))
-
-    t = threading.Thread(target=consumer)
-    t.start()
-    waiting.wait()
-    slot.put(frame(7))
-    t.join(5)
-    assert got and got[0] is not None and got[0].seq == 7
-
-
-def test_latest_frame_get_times_out_empty() -> None:
-    """get on an empty open slot returns None after the timeout."""
-    slot = LatestFrame()
-    start = time.monotonic()
-    assert slot.get(timeout=0.05) is None
-    assert time.monotonic() - start >= 0.04 and not slot.closed
-
-
-def test_latest_frame_close_wakes_waiters_and_refuses_puts() -> None:
-    """close wakes a blocked get (None) and later puts are refused; a frame put before is kept."""
-    slot = LatestFrame()
-    got: list[Frame | None] = []
-    t = threading.Thread(target=lambda: got.append(slot.get()))
-    t.start()
-    slot.close()
-    t.join(2)
-    assert not t.is_alive() and got == [None]
-    assert not slot.put(frame(1))
-    kept = LatestFrame()
-    kept.put(frame(5))
-    kept.close()
-    last = kept.get(0)
-    assert last is not None and last.seq == 5 and kept.get(0) is None
-
-
 # -- CaptureThread ------------------------------------------------------------------------------
 
 
 def test_capture_thread_streams_into_the_handoff() -> None:
-    """The thread is named after the camera, delivers frames and reports streaming."""
-    slot = LatestFrame()
+    """The thread is named after the camera, delivers frames and reports streaming; once it
+    has stopped, every frame its status counts was delivered."""
+    slot = Handoff()
     cap = CaptureThread(synthetic(fps=100, name="door"), slot)
     assert cap.name == "capture-door"
     cap.start()
@@ -142,7 +111,7 @@ def test_capture_thread_streams_into_the_handoff() -> None:
     frames = status["frames"]
     assert isinstance(frames, int)
     assert status["state"] == "stopped" and frames >= 2 and status["reopens"] == 0
-    assert slot.closed
+    assert not cap.is_alive() and slot.delivered == frames
 
 
 def test_capture_thread_reopens_with_exponential_backoff() -> None:
@@ -205,7 +174,7 @@ def test_capture_thread_recovers_a_source_that_stops_mid_stream() -> None:
 
 
 def test_capture_thread_ends_with_a_finite_source(tmp_path: Path) -> None:
-    """At the end of a file the state is ended, every frame was delivered, the hand-off closes."""
+    """At the end of a file the state is ended, every frame was delivered, the thread ends."""
     frames: list[Frame] = []
     spec = SourceSpec(kind="opencv", target=str(ROOT / "samples" / "shapes.mp4"))
     cap = CaptureThread(spec, on_frame=frames.append)
@@ -213,19 +182,19 @@ def test_capture_thread_ends_with_a_finite_source(tmp_path: Path) -> None:
     cap.join(10)
     assert not cap.is_alive() and cap.status()["state"] == "ended"
     assert [f.index for f in frames] == list(range(120))
-    slot = LatestFrame()
+    slot = Handoff()
     images = tmp_path / "one.png"
     cv2.imwrite(str(images), np.zeros((8, 8, 3), np.uint8))
     cap = CaptureThread(SourceSpec(kind="images", target=str(images)), slot)
     cap.start()
     cap.join(5)
-    assert cap.status()["state"] == "ended" and slot.closed
+    assert cap.status()["state"] == "ended" and not cap.is_alive()
     assert slot.get(0) is not None and slot.get(0) is None
 
 
 def test_capture_thread_fails_on_an_input_error(tmp_path: Path) -> None:
     """A missing file fails capture for good and keeps the InputError for the daemon."""
-    slot = LatestFrame()
+    slot = Handoff()
     source = OpenCVSource(SourceSpec(kind="opencv", target=str(tmp_path / "gone.mp4")))
     cap = CaptureThread(source, slot)
     cap.start()
@@ -233,7 +202,8 @@ def test_capture_thread_fails_on_an_input_error(tmp_path: Path) -> None:
     err = cap.fatal_error()
     assert cap.status()["state"] == "failed" and isinstance(err, InputError)
     assert err.exit_code == 66
-    assert "gone.mp4" in str(cap.status()["last_error"]) and slot.closed
+    assert "gone.mp4" in str(cap.status()["last_error"])
+    assert not cap.is_alive() and slot.delivered == 0
 
 
 def test_capture_thread_fails_on_an_unexpected_error(caplog: pytest.LogCaptureFixture) -> None:
@@ -252,7 +222,7 @@ def test_capture_thread_fails_on_an_unexpected_error(caplog: pytest.LogCaptureFi
 
 def test_stop_returns_quickly_while_a_read_is_blocked() -> None:
     """stop() during a read waiting 2 s for its frame lets join finish well within a second."""
-    slot = LatestFrame()
+    slot = Handoff()
     cap = CaptureThread(synthetic(fps=0.5), slot)
     cap.start()
     assert slot.get(timeout=5) is not None  # the next frame is due in 2 s
@@ -274,8 +244,9 @@ def test_stop_during_backoff_is_immediate() -> None:
     assert not cap.is_alive() and time.monotonic() - start < 0.5
 
 
-def test_shared_stop_event_and_output_choice() -> None:
-    """A shared stop event stops the thread; exactly one of handoff and on_frame is required."""
+def test_shared_stop_event_and_a_required_consumer() -> None:
+    """A shared stop event stops the thread; a capture thread cannot be made without
+    ``on_frame``, the consumer of its frames."""
     stop = threading.Event()
     cap = CaptureThread(synthetic(fps=50), on_frame=lambda f: None, stop=stop)
     cap.start()
@@ -283,10 +254,8 @@ def test_shared_stop_event_and_output_choice() -> None:
     stop.set()
     cap.join(1.0)
     assert not cap.is_alive()
-    with pytest.raises(ValueError, match="exactly one"):
-        CaptureThread(synthetic())
-    with pytest.raises(ValueError, match="exactly one"):
-        CaptureThread(synthetic(), LatestFrame(), on_frame=lambda f: None)
+    with pytest.raises(TypeError, match="on_frame"):
+        CaptureThread(synthetic())  # type: ignore[call-arg]
 
 
 class GatedCamera(BaseSource):
@@ -325,7 +294,7 @@ def test_a_live_source_without_frames_is_stalled_until_frames_come_again() -> No
     """No frame for stall_after seconds → state `stalled` (the status says so, nothing is
     delivered); the next frame → `streaming` again, without a reopen."""
     camera = GatedCamera()
-    handoff = LatestFrame()
+    handoff = Handoff()
     t = CaptureThread(camera, handoff, stall_after=0.3)
     t.start()
     try:
@@ -354,10 +323,7 @@ def test_frames_older_than_stall_after_are_dropped_as_stale() -> None:
     t = CaptureThread(camera, on_frame=delivered.append, stall_after=0.5)
     t.start()
     try:
-        deadline = time.monotonic() + 5
-        while t.stats().stale < 5:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        assert wait_for(lambda: t.stats().stale >= 5, 5)
         assert not delivered
         camera.age = 0.0
         assert t.wait_for_state("streaming", timeout=2)
@@ -373,18 +339,18 @@ def test_a_file_waiting_for_a_slow_consumer_never_stalls() -> None:
     source = OpenCVSource(SourceSpec(kind="opencv", target=str(ROOT / "samples" / "shapes.mp4")))
     assert source.live is False
     delivered: list[Frame] = []
+    four = threading.Event()
 
     def slow(frame: Frame) -> None:
         delivered.append(frame)
+        if len(delivered) == 4:
+            four.set()
         time.sleep(0.25)  # the slow consumer being simulated
 
     t = CaptureThread(source, on_frame=slow, stall_after=0.1)
     t.start()
     try:
-        deadline = time.monotonic() + 5
-        while len(delivered) < 4:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        assert four.wait(5)
     finally:
         t.stop()
         t.join(5)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fakes.activate import fake_picamera2
 
-from edge.capture import CaptureThread, LatestFrame
+from edge.capture import CaptureThread
 from edge.errors import ConfigError, SourceError
 from edge.scene import COLOURS, MovingScene
 from edge.sources import SourceSpec
@@ -169,9 +169,8 @@ def test_capture_thread_reopens_a_stalled_camera_and_stops_quickly(
 ) -> None:
     """A stalled camera is reopened and streams again; stop() interrupts a blocked read."""
     monkeypatch.setattr(picam.Picamera2, "fake_stall_after", 3)
-    slot = LatestFrame()
     cam = source(fps=60.0, options={"timeout": 0.3})
-    cap = CaptureThread(cam, slot, backoff=0.05)
+    cap = CaptureThread(cam, on_frame=lambda f: None, backoff=0.05)
     cap.start()
     try:
         assert cap.wait_for_state("reconnecting", timeout=5)

@@ -1,13 +1,14 @@
-"""The real-time pipeline in-process: the frame hand-off between capture and inference, the
-motion gate, the latency and memory budgets, per-camera numbering and fairness between cameras
-that share a model. The model is the bundled detector on real pixels; a ControlledEngine makes
-it slow, holds it or fails one frame where a test needs that."""
+"""The real-time pipeline in-process: live and lossless hand-off between capture and inference,
+the motion gate in place, the latency and memory budgets, per-camera numbering, the events and
+payloads listeners get, and fairness between cameras that share a model. The model is the
+bundled detector on real pixels; a ControlledEngine makes it slow, holds it or fails one frame
+where a test needs that. FrameSlots and the motion gate alone: test_slots.py, test_motion.py."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,21 +22,14 @@ from fakes.sink import Recorder
 
 from edge.config import BudgetSettings, CameraSettings, Config
 from edge.engine import Engine
-from edge.frame import Frame
-from edge.pipeline import CameraState, FrameSlots, Job, Pipeline, ResultListener
-from edge.preprocess import Transform
+from edge.output import ResultEvent, ResultListener, payload
+from edge.pipeline import Pipeline
 from edge.scene import MovingScene, background
 
 DEVICE = "testdev"
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def job(camera: str, ts_mono: float, seq: int = 0) -> Job:
-    """A job whose frame was captured at ``ts_mono`` (the only field FrameSlots looks at)."""
-    frame = Frame(np.zeros((4, 4, 3), np.uint8), seq, ts_mono, 0.0, camera, seq)
-    return Job(frame, np.zeros((1, 4, 4, 3), np.uint8), Transform(), 0.0)
 
 
 def scene(seed: int) -> np.ndarray:
@@ -116,138 +110,6 @@ def run_to_end(
     return p
 
 
-# -- FrameSlots ----------------------------------------------------------------------------
-
-
-def test_put_replaces_an_untaken_job_and_returns_it_as_dropped() -> None:
-    """Drop-oldest: a second put for a camera returns the first job, never taken, and take then
-    gets only the newer one."""
-    slots = FrameSlots()
-    first, second = job("a", 1.0), job("a", 2.0)
-    assert slots.put("a", first) is None
-    assert slots.put("a", second) is first
-    assert slots.take(1.0) is second
-    assert slots.take(0.01) is None
-
-
-def test_lossless_put_waits_until_the_previous_job_was_taken() -> None:
-    """With wait=True a put for an occupied slot blocks until the consumer takes the old job,
-    then stores the new one: nothing is dropped."""
-    slots = FrameSlots()
-    first, second = job("a", 1.0), job("a", 2.0)
-    slots.put("a", first, wait=True)
-    returned: list[Job | None] = []
-    stored = threading.Event()
-
-    def producer() -> None:
-        returned.append(slots.put("a", second, wait=True))
-        stored.set()
-
-    t = threading.Thread(target=producer)
-    t.start()
-    # Blocked: proving that something does not happen needs a bounded wait.
-    assert not stored.wait(0.2)
-    assert slots.take(1.0) is first
-    assert stored.wait(5)
-    t.join(5)
-    assert returned == [None]
-    assert slots.take(1.0) is second
-
-
-def test_close_releases_a_waiting_lossless_put_without_storing() -> None:
-    """Closing the slots wakes a producer blocked in a lossless put; its job is not stored and
-    take returns None at once."""
-    slots = FrameSlots()
-    slots.put("a", job("a", 1.0))
-    returned: list[Job | None] = []
-    t = threading.Thread(target=lambda: returned.append(slots.put("a", job("a", 2.0), wait=True)))
-    t.start()
-    slots.close()
-    t.join(5)
-    assert not t.is_alive() and returned == [None]
-    taken = slots.take(1.0)
-    assert taken is not None and taken.frame.ts_mono == 1.0  # what was stored before the close
-    assert slots.take(5.0) is None  # closed: no waiting
-
-
-def test_take_serves_the_frame_captured_longest_ago_across_cameras() -> None:
-    """take returns the oldest waiting frame of all cameras, so a camera whose newer frames keep
-    replacing each other cannot starve another camera's older one."""
-    slots = FrameSlots()
-    slots.put("a", job("a", 2.0))
-    slots.put("b", job("b", 1.0))
-    slots.put("a", job("a", 3.0))  # a keeps delivering
-    slots.put("c", job("c", 2.5))
-    order = []
-    for _ in range(3):
-        taken = slots.take(1.0)
-        assert taken is not None
-        order.append((taken.frame.source, taken.frame.ts_mono))
-    assert order == [("b", 1.0), ("c", 2.5), ("a", 3.0)]
-
-
-def test_take_times_out_when_nothing_waits() -> None:
-    """take returns None after its timeout when no camera has a frame waiting."""
-    assert FrameSlots().take(0.05) is None
-
-
-def test_idle_only_when_nothing_waits_and_the_taken_job_is_done() -> None:
-    """idle() is false while a job waits and while a taken job is not yet done."""
-    slots = FrameSlots()
-    assert slots.idle()
-    slots.put("a", job("a", 1.0))
-    assert not slots.idle()
-    assert slots.take(1.0) is not None
-    assert not slots.idle()  # taken but being inferred
-    slots.done()
-    assert slots.idle()
-
-
-# -- motion gate ---------------------------------------------------------------------------
-
-
-def frame_at(image: np.ndarray, ts_mono: float, seq: int = 0) -> Frame:
-    return Frame(image, seq, ts_mono, ts_mono, "cam", seq)
-
-
-def test_motion_gate_skips_unchanged_frames_and_passes_changed_ones() -> None:
-    """With a threshold, frames equal to the last inferred one are skipped, a different scene
-    passes, and the comparison is then against that newer frame."""
-    state = CameraState(CameraSettings(source="synthetic", motion_threshold=5.0), "m")
-    a, b = scene(0), scene(3)
-    noisy = np.clip(a.astype(np.int16) + 2, 0, 255).astype(np.uint8)  # below the threshold
-    passed = [
-        state.moved(frame_at(img, t))
-        for t, img in enumerate([a, a, noisy, b, b, a, cv2.cvtColor(a, cv2.COLOR_BGR2GRAY)])
-    ]
-    assert passed == [True, False, False, True, False, True, False]
-
-
-def test_motion_gate_infers_anyway_after_motion_max_skip_s() -> None:
-    """An unchanged scene is still inferred once ``motion_max_skip_s`` has passed since the last
-    inferred frame; with 0 it never is."""
-    a = scene(0)
-    every = CameraState(
-        CameraSettings(source="synthetic", motion_threshold=5.0, motion_max_skip_s=2.5), "m"
-    )
-    assert [every.moved(frame_at(a, float(t))) for t in range(8)] == [
-        True, False, False, True, False, False, True, False,
-    ]  # fmt: skip
-    never = CameraState(
-        CameraSettings(source="synthetic", motion_threshold=5.0, motion_max_skip_s=0.0), "m"
-    )
-    assert [never.moved(frame_at(a, float(t) * 100)) for t in range(4)] == [
-        True, False, False, False,
-    ]  # fmt: skip
-
-
-def test_motion_gate_off_passes_every_frame() -> None:
-    """With motion_threshold 0 (the default) every frame passes, identical or not."""
-    state = CameraState(CameraSettings(source="synthetic"), "m")
-    a = scene(0)
-    assert all(state.moved(frame_at(a, float(t))) for t in range(5))
-
-
 # -- the whole pipeline --------------------------------------------------------------------
 
 
@@ -255,8 +117,8 @@ def test_every_frame_of_two_cameras_gets_its_result_numbered_per_camera(
     tmp_path: Path, engine: ControlledEngine, pipelines: list[Pipeline]
 ) -> None:
     """Two lossless cameras on one model: the model is loaded once, every frame yields the same
-    result Engine.infer gives for it, in order, with seq 1..n per camera and the payload's
-    camera, device, boot id and capture time; the stats count it all."""
+    result Engine.infer gives for it, in order, with seq 1..n per camera and the event's (and
+    payload's) camera, device, boot id and capture time; the stats count it all."""
     frames_a = [scene(s) for s in (0, 3, 4, 5, 6)]
     frames_b = [scene(s) for s in (7, 8, 9)]
     cfg = config(
@@ -274,14 +136,16 @@ def test_every_frame_of_two_cameras_gets_its_result_numbered_per_camera(
     reference = controlled()
     for name, frames in (("a", frames_a), ("b", frames_b)):
         got = rec.of(name)
-        assert [c.payload["seq"] for c in got] == list(range(1, len(frames) + 1))
+        assert [c.seq for c in got] == list(range(1, len(frames) + 1))
         assert [c.frame.index for c in got] == list(range(len(frames)))
         for call, image in zip(got, frames, strict=True):
             want = reference.infer(image, source=name, index=call.frame.index)
             assert call.result.detections == want.detections
             assert call.result.source == name and call.result.width == 320
-            pay = call.payload
-            assert pay["camera"] == name and pay["device"] == DEVICE
+            assert (call.camera, call.device, call.boot_id) == (name, DEVICE, p.boot_id)
+            assert call.captured_mono <= call.done_mono and call.e2e_ms > 0
+            pay = json.loads(payload(call))
+            assert pay["camera"] == name and pay["device"] == DEVICE and pay["seq"] == call.seq
             assert pay["boot_id"] == p.boot_id and pay["latency_ms"] > 0
             assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", pay["captured_at"])
         cam = p.cameras[name]
@@ -400,7 +264,7 @@ def test_motion_gated_camera_infers_only_frames_that_changed(
     rec = Recorder()
     p = run_to_end(pipelines, cfg, engine, [rec])
     assert [c.frame.index for c in rec.calls] == [0, 3, 5]
-    assert [c.payload["seq"] for c in rec.calls] == [1, 2, 3]
+    assert [c.seq for c in rec.calls] == [1, 2, 3]
     c = p.cameras["cam"].counters.snapshot()
     assert (c["captured"], c["skipped_motion"], c["inferred"]) == (6, 3, 3)
 
@@ -415,17 +279,17 @@ def test_a_failing_frame_is_counted_and_the_camera_goes_on(
     get results. A listener that raises does not keep results from the listeners after it."""
 
     class Broken:
-        def on_result(self, *args: object) -> None:
+        def on_result(self, event: ResultEvent) -> None:
             raise ValueError("listener fails on purpose")
 
     engine.fail_on = {2}
     n = 4
     cfg = config(camera("cam", write_frames(tmp_path / "cam", [scene(s) for s in range(n)])))
     rec = Recorder()
-    with caplog.at_level(logging.ERROR, logger="edge.pipeline"):
+    with caplog.at_level(logging.ERROR, logger="edge"):
         p = run_to_end(pipelines, cfg, engine, [Broken(), rec])
     assert [c.frame.index for c in rec.calls] == [0, 2, 3]
-    assert [c.payload["seq"] for c in rec.calls] == [1, 2, 3]
+    assert [c.seq for c in rec.calls] == [1, 2, 3]
     assert p.cameras["cam"].counters["errors"] == 1
     assert "inference failed on a frame from cam" in caplog.text
     assert caplog.text.count("result listener Broken failed") == n - 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,18 +18,19 @@ import pytest
 from broker import wait_for
 from fakes.sink import MemorySink
 
-import edge.publisher
-from edge.config import CameraSettings, MqttConfig
+import edge.sinks.publisher
+from edge.config import MqttConfig
 from edge.engine import Engine
 from edge.frame import Frame
-from edge.pipeline import CameraState
-from edge.publisher import Publisher
+from edge.output import ResultEvent, payload
 from edge.result import Result
 from edge.scene import MovingScene, background
+from edge.sinks.publisher import Publisher
 
 
 class Clock:
-    """Stands in for the ``time`` module inside edge.publisher: ``monotonic()`` returns ``now``."""
+    """Stands in for the ``time`` module inside edge.sinks.publisher: ``monotonic()`` returns
+    ``now``."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -40,7 +42,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr(edge.publisher, "time", c)
+    monkeypatch.setattr(edge.sinks.publisher, "time", c)
     return c
 
 
@@ -82,20 +84,17 @@ class Feed:
     def __init__(self, publisher: Publisher, scenes: Scenes) -> None:
         self.publisher = publisher
         self.scenes = scenes
-        self.cameras: dict[str, CameraState] = {}
+        self.seqs: dict[str, int] = {}
+        self.sent: list[ResultEvent] = []
 
     def send(self, kind: str, camera: str = "cam") -> None:
-        state = self.cameras.get(camera)
-        if state is None:
-            state = self.cameras[camera] = CameraState(
-                CameraSettings(source="synthetic", name=camera), "shapes-detector"
-            )
-        state.seq += 1
+        seq = self.seqs[camera] = self.seqs.get(camera, 0) + 1
         image = self.scenes.frames[kind]
-        frame = Frame(image, state.seq, 0.0, 0.0, camera, state.seq)
+        frame = Frame(image, seq, 0.0, 0.0, camera, seq)
         result: Result = self.scenes.results[kind]
-        payload: dict[str, Any] = {**result.to_dict(), "camera": camera, "seq": state.seq}
-        self.publisher.on_result(state, frame, result, payload)
+        event = ResultEvent("dev", camera, seq, "boot", frame, result, 0.01)
+        self.sent.append(event)
+        self.publisher.on_result(event)
 
 
 def feed(publishers: list[Publisher], scenes: Scenes, **settings: Any) -> tuple[Feed, MemorySink]:
@@ -113,7 +112,7 @@ def published(sink: MemorySink, camera: str = "cam") -> list[int]:
 def test_every_publishes_each_result_as_compact_json(
     scenes: Scenes, clock: Clock, publishers: list[Publisher]
 ) -> None:
-    """publish = every: each result goes out, in order, as the payload's compact JSON; nothing
+    """publish = every: each result goes out, in order, as its payload (compact JSON); nothing
     is suppressed."""
     f, sink = feed(publishers, scenes, publish="every")
     for kind in ("two", "two", "three", "none", "none"):
@@ -123,6 +122,7 @@ def test_every_publishes_each_result_as_compact_json(
     first = sink.results[0][1]
     assert b" " not in first  # separators without spaces
     assert json.loads(first)["detections"] == scenes.results["two"].to_dict()["detections"]
+    assert [p for _, p in sink.results] == [payload(e) for e in f.sent]
     assert f.publisher.suppressed == 0
 
 
@@ -215,7 +215,7 @@ def test_snapshots_at_most_once_per_interval_and_only_with_detections(
         f.send(kind, camera)
         # Until the snapshot thread has taken any job queued, so that a wrongly queued one would
         # be published (and counted) instead of replaced by the next (newest wins).
-        assert wait_for(lambda: f.publisher._snap_job is None, 10)
+        assert wait_for(lambda: not f.publisher.pending_snapshot(), 10)
 
     at(0.0, "two")
     assert sink.wait_until(lambda s: len(s.snapshots) == 1)
@@ -253,7 +253,7 @@ def test_a_failed_snapshot_is_logged_and_the_next_still_goes_out(
     and sends the next one."""
     f, sink = feed(publishers, scenes, snapshot=True, snapshot_interval=1.0)
     sink.fail_snapshots = 1
-    with caplog.at_level(logging.ERROR, logger="edge.publisher"):
+    with caplog.at_level(logging.ERROR, logger="edge.sinks.publisher"):
         f.send("two")
         assert sink.wait_until(lambda s: s.fail_snapshots == 0)
         clock.now += 2.0
@@ -272,3 +272,39 @@ def test_close_ends_the_snapshot_thread(
     f.publisher.close()
     assert not thread.is_alive()
     f.publisher.close()
+
+
+class HeldSink(MemorySink):
+    """A MemorySink whose snapshot publish waits for ``release`` (a slow JPEG path), telling
+    through ``holding`` that one is being held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def publish_snapshot(self, camera: str, jpeg: bytes) -> None:
+        self.holding.set()
+        assert self.release.wait(10), "the test never released the snapshot"
+        super().publish_snapshot(camera, jpeg)
+
+
+def test_snapshot_jobs_due_while_one_is_encoded_are_replaced_by_the_newest(
+    scenes: Scenes, clock: Clock, publishers: list[Publisher]
+) -> None:
+    """While the snapshot thread is busy, snapshot jobs do not queue: of those due meanwhile
+    (on any camera) only the newest is encoded once it is free."""
+    sink = HeldSink()
+    publisher = Publisher(sink, MqttConfig(snapshot=True, snapshot_interval=10.0))
+    publishers.append(publisher)
+    f = Feed(publisher, scenes)
+    f.send("two", "a")
+    assert sink.holding.wait(10)  # a's snapshot is being published
+    f.send("three", "b")
+    f.send("three", "c")  # replaces b's job, never taken
+    assert publisher.pending_snapshot()
+    sink.release.set()
+    assert sink.wait_until(lambda s: len(s.snapshots) == 2)
+    assert wait_for(lambda: not publisher.pending_snapshot(), 10)
+    publisher.close()
+    assert [c for c, _ in sink.snapshots] == ["a", "c"]

@@ -5,6 +5,7 @@ happened."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,7 +15,6 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from streams import ROOT, Server, free_port, mjpeg_server, rtsp_server
@@ -24,8 +24,8 @@ from edge.capture import CaptureThread
 from edge.choices import RtspTransport
 from edge.errors import ConfigError, SourceError
 from edge.frame import Frame
-from edge.pipeline import CameraState, Pipeline
-from edge.result import Result
+from edge.output import ResultEvent, payload
+from edge.pipeline import Pipeline
 from edge.sources import SourceSpec
 from edge.sources.opencv import CAPTURE_OPTIONS, OpenCVSource, capture_options
 
@@ -61,10 +61,9 @@ class Results:
         self._cond = threading.Condition()
         self.items: list[tuple[float, float]] = []
 
-    def on_result(
-        self, camera: CameraState, frame: Frame, result: Result, payload: dict[str, Any]
-    ) -> None:
-        captured = datetime.fromisoformat(payload["captured_at"].replace("Z", "+00:00"))
+    def on_result(self, event: ResultEvent) -> None:
+        published = json.loads(payload(event))
+        captured = datetime.fromisoformat(published["captured_at"].replace("Z", "+00:00"))
         with self._cond:
             self.items.append((time.time(), captured.timestamp()))
             self._cond.notify_all()

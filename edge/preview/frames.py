@@ -1,11 +1,12 @@
 """From results to JPEGs without touching the inference thread: the pipeline listener that keeps
 only the newest result per camera, the encoder thread that draws and compresses it at a capped
-rate while someone watches, and the hub where HTTP clients pick up the newest JPEG.
+rate while someone watches, and the hub where HTTP clients pick up the newest JPEG. Both the
+results and the JPEGs are :class:`~edge.slots.Newest` slots: newest wins, nothing queues.
 
-Cost on the result thread per result: one small object and a condition notify. Annotating
-and encoding (a few milliseconds per frame) run on ``preview-encoder``, only for cameras that
-have a connected stream client, at most ``fps`` times per second; a slow client skips frames
-instead of queueing them.
+Cost on the result thread per result: a rate tick, one small object and a condition notify.
+Annotating and encoding (a few milliseconds per frame) run on ``preview-encoder``, only for
+cameras that have a connected stream client, at most ``fps`` times per second; a slow client
+skips frames instead of queueing them.
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 from edge.annotate import annotate, encode_jpeg
-from edge.frame import Frame
-from edge.pipeline import CameraState
-from edge.result import Result
+from edge.output import ResultEvent
+from edge.slots import Entry, Newest
 from edge.stats import LatencyWindow, RateMeter
 
 log = logging.getLogger(__name__)
@@ -27,78 +26,61 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Latest:
-    """The newest result of one camera.
+    """The newest result of one camera. version: per camera, +1 for every result. rate: the
+    camera's results per second as the preview receives them (shared by its items)."""
 
-    e2e_ms: capture to result, milliseconds. version: per camera, +1 for every result.
-    done_mono: ``time.monotonic()`` when the result was handed to the preview.
-    """
-
-    camera: CameraState
-    frame: Frame
-    result: Result
-    e2e_ms: float
+    event: ResultEvent
     version: int
-    done_mono: float
+    rate: RateMeter
 
 
 class LatestResults:
-    """The preview's pipeline listener: keeps a reference to the newest (frame, result) per
-    camera and drops the older one. ``first`` is set at the first result of any camera."""
+    """The preview's pipeline listener: keeps a reference to the newest event per camera and
+    drops the older one. ``first`` is set at the first result of any camera."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._latest: dict[str, Latest] = {}
+        self._slot: Newest[str, ResultEvent] = Newest()
+        self._rates: dict[str, RateMeter] = {}
         self.first = threading.Event()
 
-    def on_result(
-        self, camera: CameraState, frame: Frame, result: Result, payload: dict[str, Any]
-    ) -> None:
+    def on_result(self, event: ResultEvent) -> None:
         """Called on a result thread: stores a reference, never copies or encodes."""
-        now = time.monotonic()
-        with self._cond:
-            prev = self._latest.get(camera.name)
-            self._latest[camera.name] = Latest(
-                camera,
-                frame,
-                result,
-                float(payload.get("latency_ms", (now - frame.ts_mono) * 1000)),
-                prev.version + 1 if prev is not None else 1,
-                now,
-            )
-            self._cond.notify_all()
+        rate = self._rates.get(event.camera)
+        if rate is None:
+            rate = self._rates.setdefault(event.camera, RateMeter())
+        rate.tick(event.done_mono)
+        self._slot.put(event.camera, event)
         self.first.set()
 
+    def _item(self, camera: str, entry: Entry[ResultEvent]) -> Latest:
+        return Latest(entry.value, entry.version, self._rates[camera])
+
     def get(self, camera: str) -> Latest | None:
-        with self._cond:
-            return self._latest.get(camera)
+        entry = self._slot.get(camera)
+        return None if entry is None else self._item(camera, entry)
 
     def all(self) -> dict[str, Latest]:
-        with self._cond:
-            return dict(self._latest)
+        return {k: self._item(k, e) for k, e in self._slot.entries().items()}
 
-    def wait_newer(self, seen: dict[str, int], timeout: float) -> bool:
-        """Block until some camera has a version above ``seen[camera]``; False on timeout."""
-
-        def newer() -> bool:
-            return any(item.version > seen.get(name, 0) for name, item in self._latest.items())
-
-        with self._cond:
-            return self._cond.wait_for(newer, timeout)
+    def newer(self, seen: dict[str, int], timeout: float) -> dict[str, Latest]:
+        """The cameras whose version is above ``seen[camera]``, waiting up to ``timeout``
+        seconds for one; empty on timeout."""
+        return {k: self._item(k, e) for k, e in self._slot.wait(seen, timeout).items()}
 
 
 def figures(item: Latest) -> str:
     """The line of live figures drawn on the frame: output fps, this frame's invoke time and
     its capture-to-result latency."""
-    fps = item.camera.fps_out.rate()
+    event = item.event
     return (
-        f"{item.camera.name} {fps:.1f} fps | infer {item.result.timings.invoke_ms:.1f} ms"
-        f" | e2e {item.e2e_ms:.0f} ms"
+        f"{event.camera} {item.rate.rate():.1f} fps | infer "
+        f"{event.result.timings.invoke_ms:.1f} ms | e2e {event.e2e_ms:.0f} ms"
     )
 
 
 def render(item: Latest, quality: int = 80) -> bytes:
     """The annotated frame of ``item`` as JPEG bytes (a few ms: call off the inference thread)."""
-    return encode_jpeg(annotate(item.frame.image, item.result, figures(item)), quality)
+    return encode_jpeg(annotate(item.event.frame.image, item.event.result, figures(item)), quality)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +101,8 @@ class Streams:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._jpegs: dict[str, Jpeg] = {}
+        self._cond = threading.Condition()  # guards the client counts
+        self._jpegs: Newest[str, Jpeg] = Newest()  # Jpeg.seq is filled in from the version
         self._clients: dict[str, int] = {}
         self._closed = False
 
@@ -147,23 +129,12 @@ class Streams:
             return not self._closed and any(v > 0 for v in self._clients.values())
 
     def publish(self, camera: str, data: bytes, version: int, frame_index: int) -> None:
-        with self._cond:
-            prev = self._jpegs.get(camera)
-            seq = prev.seq + 1 if prev is not None else 1
-            self._jpegs[camera] = Jpeg(data, seq, version, frame_index)
-            self._cond.notify_all()
+        self._jpegs.put(camera, Jpeg(data, 0, version, frame_index))
 
     def wait(self, camera: str, after: int, timeout: float) -> Jpeg | None:
         """The newest JPEG of ``camera`` with ``seq`` above ``after``; None on timeout or close."""
-
-        def ready() -> bool:
-            j = self._jpegs.get(camera)
-            return self._closed or (j is not None and j.seq > after)
-
-        with self._cond:
-            if not self._cond.wait_for(ready, timeout) or self._closed:
-                return None
-            return self._jpegs[camera]
+        got = self._jpegs.wait({camera: after}, timeout, keys=(camera,)).get(camera)
+        return None if got is None else replace(got.value, seq=got.version)
 
     @property
     def closed(self) -> bool:
@@ -174,6 +145,7 @@ class Streams:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._jpegs.close()
 
 
 class Encoder(threading.Thread):
@@ -207,12 +179,13 @@ class Encoder(threading.Thread):
         while not self.stop_event.is_set() and not self.streams.closed:
             if not self.streams.wait_for_clients(0.5):
                 continue
-            if not self.latest.wait_newer(seen, 0.5):
+            newer = self.latest.newer(seen, 0.5)
+            if not newer:
                 continue
             started = time.monotonic()
             watched = self.streams.clients()
-            for name, item in self.latest.all().items():
-                if name not in watched or item.version <= seen.get(name, 0):
+            for name, item in newer.items():
+                if name not in watched:
                     continue
                 seen[name] = item.version
                 t0 = time.perf_counter()
@@ -224,6 +197,6 @@ class Encoder(threading.Thread):
                 self.encode_ms.add((time.perf_counter() - t0) * 1000)
                 self.rate.tick()
                 self.encoded += 1
-                self.streams.publish(name, data, item.version, item.frame.index)
+                self.streams.publish(name, data, item.version, item.event.frame.index)
             # The cap: the next pass starts one period after this one started.
             self.stop_event.wait(max(0.0, started + self.period - time.monotonic()))

@@ -13,26 +13,26 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
 import cv2
 
 from edge.annotate import annotate
 from edge.config import Config
-from edge.errors import ConfigError, EdgeError, SourceError
-from edge.pipeline import Pipeline, ResultListener
+from edge.errors import ConfigError, SourceError
+from edge.output import ResultListener
+from edge.pipeline import Pipeline
 from edge.preview import SNAPSHOT_TIMEOUT_S
 from edge.preview.frames import Encoder, Latest, LatestResults, Streams, figures, render
 from edge.preview.server import PreviewServer
 from edge.preview.terminal import TerminalView
-from edge.publisher import Publisher
+from edge.runner import Runner
 from edge.sinks.mqtt import MqttSink
+from edge.sinks.publisher import Publisher
+from edge.sinks.start import start_sink
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def is_loopback(host: str) -> bool:
 def write_snapshot(path: Path, item: Latest, quality: int = 90) -> None:
     """Write the annotated frame of ``item`` to ``path`` (JPEG or PNG by suffix), atomically."""
     if path.suffix.lower() == ".png":
-        ok, buf = cv2.imencode(".png", annotate(item.frame.image, item.result, figures(item)))
+        image = annotate(item.event.frame.image, item.event.result, figures(item))
+        ok, buf = cv2.imencode(".png", image)
         if not ok:
             raise ValueError("PNG encoding failed")
         data = buf.tobytes()
@@ -68,7 +69,8 @@ def write_snapshot(path: Path, item: Latest, quality: int = 90) -> None:
 
 
 class PreviewSession:
-    """Builds and runs one preview. Thread affinity: the main thread (it owns signals)."""
+    """Builds and runs one preview. Thread affinity: the main thread (its :class:`Runner` owns
+    the signals, the done check and the shutdown). ``stop`` ends the run when set."""
 
     def __init__(
         self,
@@ -89,7 +91,8 @@ class PreviewSession:
         self.quality = quality
         self.mqtt = mqtt
         self.out = out
-        self.stop = threading.Event()
+        self.runner = Runner()
+        self.stop = self.runner.stop
         self.latest = LatestResults()
         self.streams = Streams()
         self.encoder: Encoder | None = None
@@ -110,11 +113,12 @@ class PreviewSession:
         for name, item in self.latest.all().items():
             cam = stats["cameras"].get(name)
             if cam is not None:
+                event = item.event
                 cam["latest"] = {
-                    "frame_index": item.frame.index,
-                    "age_s": round(now - item.done_mono, 3),
-                    "e2e_ms": round(item.e2e_ms, 3),
-                    "result": item.result.to_dict(),
+                    "frame_index": event.frame.index,
+                    "age_s": round(now - event.done_mono, 3),
+                    "e2e_ms": round(event.e2e_ms, 3),
+                    "result": event.result.to_dict(),
                 }
         enc = self.encoder
         stats["preview"] = {
@@ -147,8 +151,6 @@ class PreviewSession:
 
     def _start_mqtt(self) -> None:
         # The daemon's own sink, so --mqtt publishes exactly what edge run would.
-        from edge.daemon import start_sink
-
         self.sink = start_sink(self.config)
         self.publisher = Publisher(self.sink, self.config.mqtt)
 
@@ -157,7 +159,10 @@ class PreviewSession:
     ) -> int:
         """Run until stopped; returns the exit code. With ``snapshot``, write the first
         annotated frame there and return 0 (SourceError if no frame came before the end)."""
-        previous = self._install_signals()
+        runner = self.runner
+        runner.duration = duration
+        runner.install_signals()
+        self._on_shutdown()
         try:
             self._build(serve=snapshot is None)
             assert self.pipeline is not None
@@ -183,35 +188,27 @@ class PreviewSession:
             else:
                 self._loop(duration)
         finally:
-            self._shutdown()
-            self._restore_signals(previous)
+            runner.shutdown()
+            runner.restore_signals()
         if snapshot is None and self.pipeline is not None:
             self._print_summary()
         return self.exit_code
 
-    def _ended(self, start: float, duration: float | None, *, at_end: bool = True) -> bool:
+    def _ended(self, *, at_end: bool = True) -> bool:
         """True when the run should end; sets ``exit_code`` for a fatal source error. With
         ``at_end`` False the end of every source does not end the run."""
         assert self.pipeline is not None
-        fatal = self.pipeline.failure()
-        if fatal is not None:
-            log.error("%s", fatal)
-            self.exit_code = fatal.exit_code if isinstance(fatal, EdgeError) else 1
-            return True
-        if duration is not None and time.monotonic() - start >= duration:
-            log.info("duration of %.1f s reached, stopping", duration)
-            return True
-        if at_end and self.pipeline.finished():
-            log.info("every source has ended, stopping")
-            return True
-        return False
+        code = self.runner.done(self.pipeline, at_end=at_end)
+        if code:
+            self.exit_code = code
+        return code is not None
 
     def _loop(self, duration: float | None) -> None:
-        start = time.monotonic()
-        next_draw = start
+        self.runner.begin()
+        next_draw = self.runner.started
         told = False
         while not self.stop.wait(0.2):
-            if self._ended(start, duration, at_end=False):
+            if self._ended(at_end=False):
                 return
             if not told and self.pipeline is not None and self.pipeline.finished():
                 told = True
@@ -233,10 +230,11 @@ class PreviewSession:
             self.out.flush()
 
     def _snapshot(self, path: Path, duration: float | None) -> None:
-        start = time.monotonic()
+        self.runner.begin()
+        start = self.runner.started
         limit = min(duration, self.snapshot_timeout) if duration else self.snapshot_timeout
         while not self.latest.first.wait(0.1):
-            if self.stop.is_set() or self._ended(start, duration):
+            if self.stop.is_set() or self._ended():
                 if self.exit_code == 0:
                     raise SourceError(
                         "no frame was inferred before the preview stopped; check the source "
@@ -247,8 +245,9 @@ class PreviewSession:
                 raise SourceError(self._no_frame(limit))
         item = next(iter(self.latest.all().values()))
         write_snapshot(path, item)
+        event = item.event
         print(
-            f"edge preview: wrote {path} (camera {item.camera.name}, frame {item.frame.index})",
+            f"edge preview: wrote {path} (camera {event.camera}, frame {event.frame.index})",
             file=self.out,
         )
 
@@ -266,25 +265,17 @@ class PreviewSession:
             "allow longer with --snapshot-timeout"
         )
 
-    def _shutdown(self) -> None:
-        """Stop in reverse start order, each step in its own try so one failure cannot skip
-        the others."""
-        self.stop.set()
-        steps: list[tuple[str, Any]] = [
-            ("http server", self.server.stop if self.server else None),
-            ("encoder", (lambda: self.encoder.join(2.0)) if self.encoder else None),
-            ("pipeline", self.pipeline.stop if self.pipeline else None),
-            ("publisher", self.publisher.close if self.publisher else None),
-            ("mqtt sink", self.sink.close if self.sink else None),
-            ("terminal view", self.view.close if self.view else None),
-        ]
-        for what, step in steps:
-            if step is None:
-                continue
-            try:
-                step()
-            except Exception:
-                log.exception("stopping the %s failed", what)
+    def _on_shutdown(self) -> None:
+        """What the runner stops, registered outermost first: the HTTP server (which wakes its
+        stream clients) stops first and the terminal view is restored last. Each step looks up
+        what was built, so a run that failed half-way stops only what it started."""
+        on = self.runner.on_shutdown
+        on("terminal view", lambda: self.view.close() if self.view is not None else None)
+        on("mqtt sink", lambda: self.sink.close() if self.sink is not None else None)
+        on("publisher", lambda: self.publisher.close() if self.publisher is not None else None)
+        on("pipeline", lambda: self.pipeline.stop() if self.pipeline is not None else None)
+        on("encoder", lambda: self.encoder.join(2.0) if self.encoder is not None else None)
+        on("http server", lambda: self.server.stop() if self.server is not None else None)
 
     def _print_summary(self) -> None:
         assert self.pipeline is not None
@@ -298,20 +289,3 @@ class PreviewSession:
                 f"e2e p50 {e2e:.1f} ms",
                 file=self.out,
             )
-
-    # -- signals -----------------------------------------------------------------------------
-    def _install_signals(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous: dict[int, Any] = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, self._on_signal)
-        return previous
-
-    def _restore_signals(self, previous: dict[int, Any]) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("%s received, stopping", signal.Signals(signum).name)
-        self.stop.set()

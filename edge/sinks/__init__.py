@@ -1,8 +1,11 @@
-"""Result sinks: where the daemon sends each inference result, its periodic stats and snapshots.
+"""Result sinks: where the daemon's results, snapshots and stats go.
 
-A sink implements the small ``Sink`` protocol below; ``edge.sinks.mqtt.MqttSink`` is the one the
-daemon uses. Payloads arrive already serialized (bytes): the pipeline owns the wire format, a sink
-owns delivery.
+A sink owns delivery, never the format: payloads arrive already serialized (bytes), the
+published result built by :func:`edge.output.payload`. :class:`Sink` below is what the
+publisher (``edge.sinks.publisher``, which decides what of each result goes out, and when)
+needs from one. ``edge.sinks.mqtt.MqttSink`` is the sink the daemon uses; it adds what the
+daemon itself calls (start, close, stats, status, back-pressure), and ``edge.sinks.start``
+builds it with its durable outbox.
 """
 
 from __future__ import annotations
@@ -11,17 +14,10 @@ from typing import Protocol
 
 
 class Sink(Protocol):
-    """What the pipeline needs from a sink. ``publish_*`` are called from producer threads and
-    must not block them; ``start`` and ``close`` from the thread that owns the pipeline."""
-
-    def start(self) -> None: ...
+    """Accepts serialized results and snapshots of a camera. Called from result and snapshot
+    threads: both calls are thread-safe and never block the caller (a sink queues and delivers
+    on its own thread)."""
 
     def publish_result(self, camera: str, payload: bytes) -> None: ...
 
-    def publish_stats(self, payload: bytes) -> None: ...
-
     def publish_snapshot(self, camera: str, jpeg: bytes) -> None: ...
-
-    def stats(self) -> dict[str, int | bool | float]: ...
-
-    def close(self, timeout: float = 5.0) -> None: ...

@@ -4,9 +4,10 @@ With ``lores`` set, the camera runs two streams: ``main`` at the capture resolut
 at the model's input size, scaled by the ISP for free; frames carry the lores image, so the CPU
 never resizes. The lores stream is YUV420 because the Pi 4's ISP can only produce YUV there (the
 Pi 5 could give RGB, but one format keeps both boards on one code path); it is converted to BGR
-with OpenCV, whose I420 conversion is BT.601 limited range, which is why the camera is configured
-with the matching SMPTE 170M colour space whenever lores is used. Without ``lores`` the main
-stream is taken as ``RGB888``, which picamera2 lays out as BGR in memory: OpenCV order as is.
+in numpy (:func:`i420_to_bgr`: OpenCV's I420 arithmetic, bit for bit, without loading OpenCV),
+which is BT.601 limited range, which is why the camera is configured with the matching SMPTE
+170M colour space whenever lores is used. Without ``lores`` the main stream is taken as
+``RGB888``, which picamera2 lays out as BGR in memory: OpenCV order as is.
 
 Each read takes a whole request (``capture_request``) rather than ``capture_array``: one request
 yields the pixels and their metadata (the sensor timestamp) from the same frame.

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from edge.engine import Engine, Overrides, RawOutput
+from edge.engine import Engine, Invocation, Overrides
 from edge.models import ModelSpec
 from edge.runtime import Interpreter, RuntimeOptions
 
@@ -29,7 +29,7 @@ class ControlledEngine(Engine):
         self.invokes = 0
         self.invoking = threading.Event()
 
-    def run_prepared(self, tensor: np.ndarray) -> RawOutput:
+    def run_prepared(self, tensor: np.ndarray) -> Invocation:
         self.invokes += 1
         self.invoking.set()
         if not self.gate.wait(10):

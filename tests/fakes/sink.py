@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-from edge.frame import Frame
-from edge.pipeline import CameraState
-from edge.result import Result
+from edge.output import ResultEvent
 
 
 class MemorySink:
-    """Implements the publisher's ``Sink`` protocol: keeps every (camera, payload) published,
-    results and snapshots apart. Thread-safe; ``fail_snapshots`` makes that many snapshot
-    publishes raise first."""
+    """Implements ``edge.sinks.Sink``: keeps every (camera, payload) published, results and
+    snapshots apart. Thread-safe; ``fail_snapshots`` makes that many snapshot publishes raise
+    first."""
 
     def __init__(self) -> None:
         self.results: list[tuple[str, bytes]] = []
@@ -44,31 +40,19 @@ class MemorySink:
             return self._cond.wait_for(lambda: predicate(self), timeout)
 
 
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """What one ``on_result`` call carried (the payload copied, as listeners must)."""
-
-    camera: str
-    frame: Frame
-    result: Result
-    payload: dict[str, Any]
-
-
 class Recorder:
-    """A pipeline ``ResultListener`` that records every call, thread-safe, with a wait."""
+    """A pipeline ``ResultListener`` that records every event, thread-safe, with a wait."""
 
     def __init__(self) -> None:
-        self.calls: list[Delivered] = []
+        self.calls: list[ResultEvent] = []
         self._cond = threading.Condition()
 
-    def on_result(
-        self, camera: CameraState, frame: Frame, result: Result, payload: dict[str, Any]
-    ) -> None:
+    def on_result(self, event: ResultEvent) -> None:
         with self._cond:
-            self.calls.append(Delivered(camera.name, frame, result, dict(payload)))
+            self.calls.append(event)
             self._cond.notify_all()
 
-    def of(self, camera: str) -> list[Delivered]:
+    def of(self, camera: str) -> list[ResultEvent]:
         with self._cond:
             return [c for c in self.calls if c.camera == camera]
 

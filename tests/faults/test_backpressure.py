@@ -16,9 +16,9 @@ from broker import free_port, wait_for
 from edge.config import validate
 from edge.outbox import Outbox
 from edge.pipeline import Pipeline
-from edge.publisher import Publisher
 from edge.sinks.mqtt import MqttSink
 from edge.sinks.mqtt_settings import MqttSettings
+from edge.sinks.publisher import Publisher
 
 RAM_WINDOW = 8
 PIPELINE_DEPTH = 8
