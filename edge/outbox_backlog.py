@@ -1,9 +1,8 @@
 """The part of an outbox that lives only in its file: rows written to disk whose payloads are not
 held in RAM (a backlog left by an outage or a previous run, and what was spooled behind it), read
 back in pages in seq order, and the rows waiting to be deleted, written in batches so that a
-steady stream of acknowledgements costs one transaction per batch, not one per result.
-
-Pages are read inside a transaction that first deletes the rows dropped for space from the front
+steady stream of acknowledgements costs one transaction per batch, not one per result. Pages
+are read inside a transaction that first deletes the rows dropped for space from the front
 of the backlog, so that no dropped row is read back. Damage found while paging (a malformed
 page) replaces the file as at open (see :mod:`edge.outbox_file`) and the backlog is counted
 again from the new file.

@@ -1,32 +1,13 @@
-"""Publishing results, stats and snapshots to an MQTT broker: the delivery side of the sink.
-
-Topics, under ``<prefix>/<device>/``: ``status`` (retained: ``online`` on connect, ``stopped`` on
-a clean close, ``offline`` as Last Will), ``<camera>/result`` (one JSON result per inference, at
-``qos``, through the durable ``Outbox``), ``stats`` (QoS 0, retained) and ``<camera>/snapshot``
-(JPEG, QoS 0). Stats and snapshots are best-effort: while disconnected they are dropped.
-
-Threads: producers call ``publish_*`` (never blocking: they append to a deque); paho's network
-thread runs the callbacks of the connection (:mod:`edge.sinks.mqtt_client`), which only record
-events; the ``edge-mqtt-outbox`` thread owns the Outbox and its SQLite file, feeds paho at most
-``inflight`` results at a time and decides when to spool to disk (:mod:`edge.sinks.mqtt_spool`).
-Disk I/O therefore never runs on the inference thread (an SD-card fsync can take tens of
-milliseconds) nor on paho's thread (it would delay keepalives and acknowledgements), and one
-owner needs no lock around the Outbox.
-
-Delivery is at-least-once. On every (re)connect the sink takes back whatever paho still holds
-(``drop_out_messages()`` when the broker accepts the connection) and re-sends it from the Outbox
-in order, so paho's own reconnect burst (it ignores ``max_inflight_messages`` after a reconnect)
-never happens and the order is the Outbox's. The session is clean, so duplicates after an outage
-are at most ``inflight``; consumers deduplicate on the result's ``(boot_id, seq)``. Results the
-broker refuses, poison messages and quarantined topics: :mod:`edge.sinks.mqtt_refusals`.
-
-Back-pressure: while disconnected, ``room()`` is false once ``ram_window`` results wait in RAM
-for their commit; the pipeline then holds lossless sources back and drops frames of live ones at
-capture (counted), so a SIGKILL costs at most about that many results. At ``close()`` the
-results that could be neither delivered nor written are counted (``lost_at_shutdown``), logged
-at ERROR and included in the last stats. With QoS 0 results a "delivery" is the message leaving
-for the socket: each is sent once while connected and spooled while not, but one written into a
-connection that then breaks is lost.
+"""Publishing results, stats and snapshots to an MQTT broker: ``MqttSink``, the delivery side of
+the sink. Topics, under ``<prefix>/<device>/``: ``status`` (retained: ``online`` on connect,
+``stopped`` on a clean close, ``offline`` as Last Will), ``<camera>/result`` (one JSON result per
+inference, at ``qos``, through the durable ``Outbox``), ``stats`` (QoS 0, retained) and
+``<camera>/snapshot`` (JPEG, QoS 0); stats and snapshots are best-effort, dropped while
+disconnected. Producers call ``publish_*``, which never block; paho's network thread runs the
+callbacks of the connection (:mod:`edge.sinks.mqtt_client`), which only record events; the
+``edge-mqtt-outbox`` thread owns the Outbox and its SQLite file. Disk I/O therefore never runs on
+the inference thread (an SD-card fsync can take tens of milliseconds) nor on paho's thread (it
+would delay keepalives and acknowledgements), and one owner needs no lock around the Outbox.
 """
 
 from __future__ import annotations
@@ -63,14 +44,32 @@ class MqttSink:
     ``publish_*`` are thread-safe and never block. Results published before ``start()`` wait in
     RAM; after ``close()`` they are ignored (with a warning). ``v5_connack_timeout_s``: how long
     a TCP connection may wait for its MQTT 5 CONNACK before the connection falls back to 3.1.1
-    (see :class:`edge.sinks.mqtt_client.Connection`); set it before ``start()``."""
+    (see :class:`edge.sinks.mqtt_client.Connection`); set it before ``start()``.
+
+    Delivery is at-least-once. The outbox thread feeds paho at most ``inflight`` results
+    (:mod:`edge.sinks.mqtt_inflight`) and decides when to spool to disk
+    (:mod:`edge.sinks.mqtt_spool`). On every (re)connect the sink takes back whatever paho still
+    holds (``drop_out_messages()`` when the broker accepts the connection) and re-sends it from
+    the Outbox in order, so paho's own reconnect burst (it ignores ``max_inflight_messages``
+    after a reconnect) never happens and the order is the Outbox's. The session is clean, so
+    duplicates after an outage are at most ``inflight``; consumers deduplicate on the result's
+    ``(boot_id, seq)``. Refused results, poison messages and quarantined topics:
+    :mod:`edge.sinks.mqtt_refusals`.
+
+    Back-pressure: while disconnected, ``room()`` is false once ``ram_window`` results wait in
+    RAM for their commit; the pipeline then holds lossless sources back and drops frames of live
+    ones at capture (counted), so a SIGKILL costs at most about that many results. At
+    ``close()`` the results that could be neither delivered nor written are counted
+    (``lost_at_shutdown``), logged at ERROR and included in the last stats. With QoS 0 results
+    a "delivery" is the message leaving for the socket: each is sent once while connected and
+    spooled while not, but one written into a connection that then breaks is lost."""
 
     v5_connack_timeout_s = 10.0
 
     def __init__(self, settings: MqttSettings, outbox: Outbox) -> None:
         self.settings = settings
         self._outbox = outbox
-        # Set by the owner: the stats payload published (QoS 1) just before ``stopped``.
+        # Set by the owner: the stats payload published (QoS 0, retained) just before ``stopped``.
         self.final_stats: Callable[[], bytes] | None = None
         self._base = settings.base_topic
         self._status_topic = f"{self._base}/status"
@@ -101,7 +100,6 @@ class MqttSink:
         self._window = InflightWindow(settings, outbox, self._quarantine, self._spooler)
         self._stopped_mid: int | None = None
         self._stopped_acked = False
-        self._lost_at_shutdown = 0
 
     def __repr__(self) -> str:
         return f"MqttSink({self.settings!r}, state={self._state})"
@@ -213,7 +211,7 @@ class MqttSink:
             "disk_errors": self._spooler.errors,
             "disk_ok": self._spooler.problem is None,
             "quarantined": sorted(self._quarantine.topics()),
-            "lost_at_shutdown": self._lost_at_shutdown,
+            "lost_at_shutdown": self._spooler.lost_at_shutdown,
             "previous_boot": (
                 {"boot_id": prev.boot_id, "produced": prev.produced, "at": round(prev.at, 3)}
                 if prev is not None
@@ -236,7 +234,7 @@ class MqttSink:
             self._link.closing = True
         if state == _NEW:
             self._intake.drain(self._outbox)
-            self._close_outbox()
+            self._spooler.close()
             self._state = _CLOSED
             return
         self._close_deadline = time.monotonic() + timeout
@@ -317,7 +315,7 @@ class MqttSink:
                 ):
                     phase = "finish"
                     self._spooler.spool(now, self._window.connected, force=True)
-                    self._count_unkept()
+                    self._spooler.count_unkept(len(self._intake))
                     self._publish_stopped()
                 if phase != "finish":
                     self._pump(now)
@@ -339,7 +337,7 @@ class MqttSink:
                     break
             self._wake.wait(max(0.0, timeout))
         self._drain_events()
-        self._close_outbox()
+        self._spooler.close()
 
     def _next_wakeup(self, now: float, phase: str, deliver_until: float) -> float:
         # The idle heartbeat: cheap, and a safety net for a missed wake-up.
@@ -382,22 +380,6 @@ class MqttSink:
         self._link.fall_back(why)
         self._window.reset()
 
-    def _count_unkept(self) -> None:
-        """At shutdown, after the final spool: results neither delivered nor on disk."""
-        ob = self._outbox
-        if ob.path is None:
-            return
-        unkept = ob.pending_ram + len(self._intake)
-        if unkept:
-            self._lost_at_shutdown = unkept
-            log.error(
-                "%d undelivered results could not be written to the outbox %s (%s) and are "
-                "lost at this shutdown",
-                unkept,
-                ob.path,
-                self._spooler.problem or "not written in time",
-            )
-
     def _publish_stopped(self) -> None:
         client = self._link.client
         if client is None or not self._window.connected:
@@ -412,13 +394,3 @@ class MqttSink:
         info = client.publish(self._status_topic, "stopped", qos=1, retain=True)
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._stopped_mid = info.mid
-
-    def _close_outbox(self) -> None:
-        unkept = self._outbox.close()
-        if unkept and self._lost_at_shutdown < unkept and self._outbox.path is not None:
-            self._lost_at_shutdown = unkept
-            log.error(
-                "%d undelivered results could not be written to the outbox %s and are lost",
-                unkept,
-                self._outbox.path,
-            )

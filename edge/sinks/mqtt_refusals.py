@@ -1,14 +1,13 @@
-"""What the MQTT sink does about results the broker will not take, so that one refused message
-or one refused camera cannot stall the others.
-
-A message the broker rejects (MQTT 5 reason code >= 0x80, e.g. 0x87 "not authorized" from an
-ACL) is dropped and counted; so is a *poison* message, one after which connections drop before
-it is acknowledged ``POISON_STRIKES`` times in a row (``PoisonWatch``). Refusals are counted per
-topic: after ``REFUSALS_TO_QUARANTINE`` in a row a topic is quarantined (``Quarantine``; one
-ERROR names it and the ACL): its results are counted and dropped without being sent, and it is
-tried again every ``QUARANTINE_RETRY_S`` and on a reload. (An MQTT 3.1.1 broker can only refuse
-by closing the connection, which the poison watch turns into a refusal of the topic; mosquitto
-2.0 even acknowledges a denied 3.1.1 publish as a success, which no client can detect.)
+"""What the MQTT sink does about results the broker will not take, so that one refused message or
+one refused camera cannot stall the others. A message the broker rejects (MQTT 5 reason code >=
+0x80, e.g. 0x87 "not authorized" from an ACL) is dropped and counted; so is a *poison* message, one
+after which connections drop before it is acknowledged ``POISON_STRIKES`` times in a row
+(``PoisonWatch``). Refusals are counted per topic: after ``REFUSALS_TO_QUARANTINE`` in a row a
+topic is quarantined (``Quarantine``; one ERROR names it and the ACL): its results are counted and
+dropped without being sent, and it is tried again every ``QUARANTINE_RETRY_S`` and on a reload. (An
+MQTT 3.1.1 broker can only refuse by closing the connection, which the poison watch turns into a
+refusal of the topic; mosquitto 2.0 even acknowledges a denied 3.1.1 publish as a success, which no
+client can detect.)
 """
 
 from __future__ import annotations

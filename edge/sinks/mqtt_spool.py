@@ -5,7 +5,8 @@ while connected, at once while disconnected (``OFFLINE_SPOOL_DELAY_S``), and at 
 acknowledged rows are deleted in the Outbox's batches. When the file cannot be written or read
 (disk full, I/O error), delivery goes on from RAM while connected; the first failure is logged at
 ERROR with SQLite's own message and the recovery at INFO (once per change, not per try), and the
-disk is tried again every ``DISK_RETRY_S``.
+disk is tried again every ``DISK_RETRY_S``. At shutdown, the results that could be neither
+delivered nor written are counted (``lost_at_shutdown``) and logged at ERROR.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ OFFLINE_SPOOL_DELAY_S = 0.0
 class Spooler:
     """The outbox thread's writes to ``outbox``'s file, and the state of that disk.
 
-    Outbox thread only; ``problem`` (SQLite's message while the disk fails, else None) and
-    ``errors`` (failed reads and writes so far) may be read from any thread."""
+    Outbox thread only; ``problem`` (SQLite's message while the disk fails, else None),
+    ``errors`` (failed reads and writes so far) and ``lost_at_shutdown`` may be read from any
+    thread."""
 
     def __init__(self, outbox: Outbox, spool_after_s: float) -> None:
         self.problem: str | None = None
         self.errors = 0
+        self.lost_at_shutdown = 0
         self._outbox = outbox
         self._spool_after_s = spool_after_s
         self._write_retry_at = 0.0  # writes (spool, deletes) failed: retry then
@@ -90,6 +93,34 @@ class Spooler:
         if self._read_retry_at > now:
             times.append(self._read_retry_at)
         return times
+
+    def count_unkept(self, waiting: int) -> None:
+        """At shutdown, after the final spool: the results neither delivered nor on disk, with
+        ``waiting`` results not yet handed to the outbox."""
+        ob = self._outbox
+        if ob.path is None:
+            return
+        unkept = ob.pending_ram + waiting
+        if unkept:
+            self.lost_at_shutdown = unkept
+            log.error(
+                "%d undelivered results could not be written to the outbox %s (%s) and are "
+                "lost at this shutdown",
+                unkept,
+                ob.path,
+                self.problem or "not written in time",
+            )
+
+    def close(self) -> None:
+        """Close the outbox (its last spool and deletes); count what it could not keep."""
+        unkept = self._outbox.close()
+        if unkept and self.lost_at_shutdown < unkept and self._outbox.path is not None:
+            self.lost_at_shutdown = unkept
+            log.error(
+                "%d undelivered results could not be written to the outbox %s and are lost",
+                unkept,
+                self._outbox.path,
+            )
 
     def _delay(self, connected: bool) -> float:
         return self._spool_after_s if connected else OFFLINE_SPOOL_DELAY_S
