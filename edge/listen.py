@@ -17,14 +17,13 @@ from datetime import datetime
 from typing import Any, NamedTuple, TextIO
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.errors import SinkError
+from edge.sinks.mqtt_client import new_client
 from edge.sinks.mqtt_settings import (
     MqttSettings,
     read_password,
-    secure,
     tls_key_path,
     validate_topic_part,
 )
@@ -85,17 +84,17 @@ def listen(
     def on_disconnect(_c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Any) -> None:
         log.warning("lost the MQTT broker %s:%d (%s); reconnecting", host, port, reason)
 
+    if security is None:  # no password or key lookup (systemd credentials) either
+        settings, password, key = MqttSettings(device="edge-listen"), None, None
+    else:
+        settings, password, key = security, read_password(security), tls_key_path(security)
     # MQTT 3.1.1 with an empty client id and a clean session: every broker accepts it, and a
     # listener needs no session of its own.
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id="", clean_session=True, protocol=mqtt.MQTTv311
-    )
-    client.suppress_exceptions = True
+    client = new_client(settings, mqtt.MQTTv311, "", password, key)
     client.on_connect = on_connect
     client.on_message = on_message
+    # paho's own back-off (1 s doubling to 10 s): one listener on a terminal needs no jitter.
     client.reconnect_delay_set(min_delay=1, max_delay=10)
-    if security is not None:
-        secure(client, security, read_password(security), tls_key_path(security))
     login = security is not None and security.username is not None
     try:
         try:

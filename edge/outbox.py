@@ -32,17 +32,17 @@ from functools import partial
 from pathlib import Path
 
 from edge.errors import SinkError
+from edge.outbox_backlog import Backlog
 from edge.outbox_file import (
     BootRecord,
     Salvage,
-    Transaction,
-    is_damage,
+    insert_rows,
     open_file,
     probe,
     read_boots,
     record_boot,
-    replace_damaged,
     trim_boots,
+    write,
 )
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 SPOOL_CHUNK = 256  # rows per spool transaction: a nearly full disk still takes some
 RAM_MAX_ROWS = 20_000  # RAM-only entries kept while the file cannot be written
 PAGE_ROWS = 64  # rows read back per query while draining a backlog; bounds the RAM it costs
-DELETE_BATCH = 256  # acknowledged rows deleted per transaction ...
-DELETE_DELAY_S = 1.0  # ... or after this long, whichever comes first
 
 
 @dataclass(slots=True, eq=False)
@@ -105,11 +103,6 @@ class Outbox:
         self._head: deque[Entry] = deque()
         self._tail: deque[Entry] = deque()
         self._inflight: dict[int, Entry] = {}
-        self._unloaded = 0  # rows on disk not in RAM; all have seq > _loaded_upto
-        self._loaded_upto = 0  # highest seq of a disk row that is (or was) resident in RAM
-        self._drop_unloaded = 0  # oldest unloaded rows dropped for space, not yet deleted
-        self._deletes: list[int] = []
-        self._deletes_since: float | None = None
         self._next_seq = 1
         self._dropping = False  # an over-bound episode is under way (logged once)
         # Counters, readable from any thread.
@@ -124,17 +117,22 @@ class Outbox:
         self.max_commit_ms = 0.0
         self.salvage: Salvage | None = None
         self.previous_boots: list[BootRecord] = []
-        self._db: sqlite3.Connection | None = None
+        self._backlog = Backlog(None, None)  # rows only on disk; deletes waiting for a batch
         if path is not None:
-            self._db, self.salvage = open_file(path)
-            count, low, high = probe(self._db)
-            self.previous_boots = read_boots(self._db)
+            db, self.salvage = open_file(path)
+            count, low, high = probe(db)
+            self.previous_boots = read_boots(db)
+            self._backlog = Backlog(db, path, count, low)
             if count:
-                self._unloaded = self.pending_disk = count
-                self._loaded_upto = int(low) - 1 if low is not None else 0
+                self.pending_disk = count
                 self._next_seq = int(high) + 1 if high is not None else 1
                 log.info("outbox %s holds %d results from a previous run", path, count)
                 self._enforce_bound()
+
+    @property
+    def _db(self) -> sqlite3.Connection | None:
+        """The open file (it changes when a damaged one is replaced), None in RAM only."""
+        return self._backlog.db
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -160,11 +158,7 @@ class Outbox:
 
     def flush_due_at(self) -> float | None:
         """Monotonic time at which ``flush()`` has batched deletes to write, or None."""
-        if self._deletes_since is None and not self._drop_unloaded:
-            return None
-        if len(self._deletes) >= DELETE_BATCH or self._deletes_since is None:
-            return 0.0
-        return self._deletes_since + DELETE_DELAY_S
+        return self._backlog.deletions.due_at()
 
     # -- mutations ---------------------------------------------------------------------------
 
@@ -183,11 +177,11 @@ class Outbox:
         """The oldest entry not in flight, now marked in flight; None when there is none.
 
         May read a page of rows from disk (SinkError if that fails)."""
-        if not self._head and self._unloaded:
+        if not self._head and self._backlog.count:
             self._load_page()
         if self._head:
             entry = self._head.popleft()
-        elif self._tail and not self._unloaded:
+        elif self._tail and not self._backlog.count:
             entry = self._tail.popleft()
         else:
             return None
@@ -269,30 +263,18 @@ class Outbox:
         return written
 
     def _insert(self, chunk: list[Entry], db: sqlite3.Connection) -> None:
-        self._apply_drops(db)
-        db.executemany(
-            "INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)",
-            ((e.seq, e.topic, e.payload) for e in chunk),
-        )
+        self._backlog.deletions.apply_oldest(db, self._backlog.after)
+        insert_rows(db, ((e.seq, e.topic, e.payload) for e in chunk))
         if self.boot_id:
             record_boot(db, self.boot_id, self.produced)
             if self.commits == 0:
                 trim_boots(db)
 
     def _write(self, body: Callable[[sqlite3.Connection], None]) -> None:
-        """Run ``body`` in a transaction. When the disk is full, give the WAL's space back
-        (a TRUNCATE checkpoint: the WAL otherwise keeps what it once grew to) and try once
-        more; raises sqlite3.Error when that fails too."""
+        """Every transaction that changes the file: ``outbox_file.write`` (one retry on a
+        full disk); raises sqlite3.Error."""
         assert self._db is not None
-        try:
-            with Transaction(self._db) as db:
-                body(db)
-        except sqlite3.OperationalError as exc:
-            if "full" not in str(exc):
-                raise
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            with Transaction(self._db) as db:
-                body(db)
+        write(self._db, body)
 
     def record(self) -> None:
         """Record ``produced`` for this boot in its own transaction (at shutdown, and while
@@ -310,24 +292,23 @@ class Outbox:
         """Delete acknowledged and dropped rows if a batch is due (or ``force``); returns rows.
 
         Raises SinkError if the delete fails (it is retried on the next call)."""
-        due = self.flush_due_at()
+        deletions = self._backlog.deletions
+        due = deletions.due_at()
         if self._db is None or due is None:
-            self._deletes.clear()
-            self._deletes_since = None
+            deletions.clear()
             return 0
         if not force and (time.monotonic() if now is None else now) < due:
             return 0
-        rows = len(self._deletes) + self._drop_unloaded
+        rows = len(deletions)
         try:
-            self._write(self._delete)
+            self._write(partial(deletions.apply, after=self._backlog.after))
         except sqlite3.Error as exc:
             raise SinkError(
                 f"cannot delete delivered results from the outbox {self.path}: {exc}; they may be "
                 "sent again after a restart. Check the state directory's disk"
             ) from exc
         self.deletes += rows
-        self._deletes.clear()
-        self._deletes_since = None
+        deletions.clear()
         return rows
 
     def close(self) -> int:
@@ -354,21 +335,15 @@ class Outbox:
                 log.debug("final flush failed: %s", exc)
         finally:
             self._db.close()
-            self._db = None
+            self._backlog.db = None
         return self.pending_ram
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _delete(self, db: sqlite3.Connection) -> None:
-        self._apply_drops(db)
-        db.executemany("DELETE FROM outbox WHERE seq = ?", ((s,) for s in self._deletes))
-
     def _forget(self, entry: Entry, now: float | None) -> None:
         if entry.on_disk:
             self.pending_disk -= 1
-            self._deletes.append(entry.seq)
-            if self._deletes_since is None:
-                self._deletes_since = time.monotonic() if now is None else now
+            self._backlog.deletions.add(entry.seq, now)
         else:
             self.pending_ram -= 1
 
@@ -383,70 +358,28 @@ class Outbox:
         self.inserts += written
         self.pending_ram -= written
         self.pending_disk += written
+        backlog = self._backlog
         for entry in self._inflight.values():
             if entry.on_disk:
-                self._loaded_upto = max(self._loaded_upto, entry.seq)
+                backlog.after = max(backlog.after, entry.seq)
         # Spooled entries stay resident while the head has room and nothing unloaded precedes
         # them; beyond that only the row remains, and the payload's RAM is released.
         while self._tail and self._tail[0].on_disk:
             entry = self._tail.popleft()
-            if not self._unloaded and len(self._head) < PAGE_ROWS:
+            if not backlog.count and len(self._head) < PAGE_ROWS:
                 self._head.append(entry)
-                self._loaded_upto = entry.seq
+                backlog.after = entry.seq
             else:
-                self._unloaded += 1
+                backlog.count += 1
 
     def _load_page(self) -> None:
-        assert self._db is not None
-        try:
-            with Transaction(self._db) as db:
-                self._apply_drops(db)
-                rows = db.execute(
-                    "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (self._loaded_upto, PAGE_ROWS),
-                ).fetchall()
-        except sqlite3.Error as exc:
-            if is_damage(exc) and self.path is not None:
-                self._recover(exc)
-                return
-            raise SinkError(
-                f"cannot read the backlog from the outbox {self.path}: {exc}. "
-                "Check the state directory's disk"
-            ) from exc
+        rows, missing = self._backlog.page(PAGE_ROWS)
+        self.pending_disk -= missing
+        if self._backlog.salvage is not None:
+            self.salvage = self._backlog.salvage
         now = time.monotonic()
         for seq, topic, payload in rows:
-            self._head.append(Entry(int(seq), str(topic), bytes(payload), now, True))
-        if rows:
-            self._loaded_upto = int(rows[-1][0])
-            self._unloaded = max(0, self._unloaded - len(rows))
-        if len(rows) < PAGE_ROWS and self._unloaded:
-            # Fewer rows than counted: someone edited the file. Trust the file.
-            log.warning("outbox %s had %d fewer rows than expected", self.path, self._unloaded)
-            self.pending_disk -= self._unloaded
-            self._unloaded = 0
-
-    def _recover(self, exc: Exception) -> None:
-        """Damage found while paging in: replace the file, keep its readable rows, and count
-        the unloaded region again from the new file."""
-        assert self._db is not None and self.path is not None
-        self._db, self.salvage = replace_damaged(self.path, self._db, exc)
-        (count,) = self._db.execute(
-            "SELECT count(*) FROM outbox WHERE seq > ?", (self._loaded_upto,)
-        ).fetchone()
-        self.pending_disk -= self._unloaded - int(count)
-        self._unloaded = int(count)
-        self._drop_unloaded = min(self._drop_unloaded, self._unloaded)
-
-    def _apply_drops(self, db: sqlite3.Connection) -> None:
-        """Delete the rows ``_enforce_bound`` dropped from the unloaded region (inside a
-        transaction), before anything moves ``_loaded_upto`` past them."""
-        if self._drop_unloaded:
-            db.execute(
-                "DELETE FROM outbox WHERE seq IN "
-                "(SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?)",
-                (self._loaded_upto, self._drop_unloaded),
-            )
-            self._drop_unloaded = 0
+            self._head.append(Entry(seq, topic, payload, now, True))
 
     def _enforce_bound(self) -> None:
         excess = self.pending - self.max_rows
@@ -455,13 +388,10 @@ class Outbox:
             if self._head:
                 entry = self._head.popleft()
                 self.pending_disk -= 1
-                self._deletes.append(entry.seq)
-                if self._deletes_since is None:
-                    self._deletes_since = time.monotonic()
-            elif self._unloaded:
-                take = min(excess, self._unloaded)
-                self._unloaded -= take
-                self._drop_unloaded += take
+                self._backlog.deletions.add(entry.seq)
+            elif self._backlog.count:
+                take = min(excess, self._backlog.count)
+                self._backlog.drop_oldest(take)
                 self.pending_disk -= take
                 excess -= take
                 dropped += take

@@ -1,5 +1,6 @@
-"""The outbox's SQLite file: opening it, the schema, transactions, and what to do when the file is
-damaged (move it aside, keep every row SQLite can still read).
+"""The outbox's SQLite file: opening it, the schema, transactions, the statements the outbox runs
+on it, and what to do when the file is damaged (move it aside, keep every row SQLite can still
+read).
 
 A file that SQLite cannot use at all (not a database, a malformed page on the path of the first
 query) must not put the daemon into a restart loop under systemd, and must not silently throw
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +128,43 @@ def trim_boots(db: sqlite3.Connection) -> None:
     )
 
 
+def write(db: sqlite3.Connection, body: Callable[[sqlite3.Connection], None]) -> None:
+    """Run ``body`` in a transaction. When the disk is full, give the WAL's space back (a
+    TRUNCATE checkpoint: the WAL otherwise keeps what it once grew to) and try once more;
+    raises sqlite3.Error when that fails too."""
+    try:
+        with Transaction(db) as tx:
+            body(tx)
+    except sqlite3.OperationalError as exc:
+        if "full" not in str(exc):
+            raise
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with Transaction(db) as tx:
+            body(tx)
+
+
+def insert_rows(db: sqlite3.Connection, rows: Iterable[tuple[int, str, bytes]]) -> None:
+    """Inside a transaction: add (seq, topic, payload) rows."""
+    db.executemany("INSERT INTO outbox (seq, topic, payload) VALUES (?, ?, ?)", rows)
+
+
+def read_rows(db: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, str, bytes]]:
+    """Up to ``limit`` rows with seq > ``after``, in seq order, fully read (payloads too)."""
+    return [
+        (int(s), str(t), bytes(p))
+        for s, t, p in db.execute(
+            "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+    ]
+
+
+def count_after(db: sqlite3.Connection, after: int) -> int:
+    """How many rows have seq > ``after``."""
+    (count,) = db.execute("SELECT count(*) FROM outbox WHERE seq > ?", (after,)).fetchone()
+    return int(count)
+
+
 def is_damage(exc: sqlite3.Error) -> bool:
     """Whether ``exc`` means the file's content is damaged (as opposed to a full disk, an I/O
     error, a lock or a permission problem, which moving the file aside would not fix)."""
@@ -205,7 +244,7 @@ def _copy_rows(src: Path, dst: sqlite3.Connection) -> tuple[int, tuple[tuple[int
         last = 0  # every row with seq <= last is handled
         while True:
             try:
-                batch = _read_from(old, last)
+                batch = read_rows(old, last, 256)
             except sqlite3.DatabaseError:
                 nxt = _next_readable(old, last, high)
                 if nxt is None:
@@ -236,22 +275,12 @@ def _copy_rows(src: Path, dst: sqlite3.Connection) -> tuple[int, tuple[tuple[int
     return copied, tuple(lost)
 
 
-def _read_from(db: sqlite3.Connection, last: int) -> list[tuple[int, str, bytes]]:
-    """Rows with seq > last, up to 256, fully read (payloads included)."""
-    return [
-        (int(s), str(t), bytes(p))
-        for s, t, p in db.execute(
-            "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT 256", (last,)
-        )
-    ]
-
-
 def _next_readable(db: sqlite3.Connection, last: int, high: int | None) -> int | None:
     """The smallest ``x > last`` such that reading from ``seq > x`` works, or None."""
 
     def works(x: int) -> bool:
         try:
-            _read_from(db, x)[:1]
+            read_rows(db, x, 256)[:1]
             return True
         except sqlite3.DatabaseError:
             return False

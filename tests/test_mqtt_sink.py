@@ -17,14 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from broker import Broker, Subscriber, free_port, make_certificates, wait_for
-from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.errors import ConfigError
 from edge.outbox import Outbox
-from edge.sinks.mqtt import POISON_STRIKES, MqttSink
+from edge.sinks.mqtt import MqttSink
+from edge.sinks.mqtt_client import LinkEvent
+from edge.sinks.mqtt_refusals import POISON_STRIKES
 from edge.sinks.mqtt_settings import MqttSettings, validate_topic_part
 
 DEVICE = "dev1"
@@ -400,15 +400,13 @@ def test_full_outbox_drops_the_oldest_while_the_broker_is_down_at_start(
 
 
 class FaultySink(MqttSink):
-    """Every connect and publish callback raises after doing its work."""
+    """Every connect and publish callback raises after doing its work (handing its event over
+    to the sink is the last thing each does)."""
 
-    def _on_connect(self, client: mqtt.Client, reason: ReasonCode) -> None:
-        super()._on_connect(client, reason)
-        raise RuntimeError("injected fault in on_connect")
-
-    def _on_publish(self, client: mqtt.Client, mid: int, reason: ReasonCode) -> None:
-        super()._on_publish(client, mid, reason)
-        raise RuntimeError("injected fault in on_publish")
+    def _push(self, event: LinkEvent) -> None:
+        super()._push(event)
+        if event.kind in ("up", "ack"):
+            raise RuntimeError(f"injected fault in the callback of {event.kind!r}")
 
 
 def test_exceptions_in_callbacks_do_not_stop_delivery(broker: Broker) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from edge.errors import SinkError
-from edge.outbox import DELETE_DELAY_S, PAGE_ROWS, Outbox
+from edge.outbox import PAGE_ROWS, Outbox
+from edge.outbox_backlog import DELETE_DELAY_S
 
 
 def rows(path: Path) -> list[tuple[int, str, bytes]]:
