@@ -18,6 +18,7 @@ import jsonschema
 import numpy as np
 import pytest
 from broker import Broker, Subscriber
+from onnx_files import identity_model
 
 from edge.decode import read_image
 from edge.engine import Engine
@@ -198,51 +199,6 @@ def test_op_counts_read_the_graph() -> None:
 
 
 # -- models the backend refuses ----------------------------------------------------------------
-def _key(number: int, wire: int) -> bytes:
-    return _varint(number << 3 | wire)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _msg(*fields: tuple[int, int | str | bytes]) -> bytes:
-    """One protobuf message from (field number, varint or string/bytes/sub-message) pairs."""
-    out = b""
-    for number, value in fields:
-        if isinstance(value, int):
-            out += _key(number, 0) + _varint(value)
-        else:
-            data = value.encode() if isinstance(value, str) else value
-            out += _key(number, 2) + _varint(len(data)) + data
-    return out
-
-
-def _value_info(name: str, dims: list[int | str], elem_type: int = 1) -> bytes:
-    shape = _msg(*[(1, _msg((1, d) if isinstance(d, int) else (2, d))) for d in dims])
-    return _msg((1, name), (2, _msg((1, _msg((1, elem_type), (2, shape))))))
-
-
-def identity_model(path: Path, *inputs: list[int | str], elem_type: int = 1) -> Path:
-    """An ONNX file (IR 8, opset 17) whose outputs are its inputs (Identity nodes), written
-    with the protobuf wire format by hand (the onnx package is no test dependency)."""
-    graph = b""
-    for k in range(len(inputs)):
-        graph += _msg((1, _msg((1, f"x{k}"), (2, f"y{k}"), (4, "Identity"))))
-    graph += _msg((2, "g"))
-    for k, dims in enumerate(inputs):
-        graph += _msg((11, _value_info(f"x{k}", dims, elem_type)))
-    for k, dims in enumerate(inputs):
-        graph += _msg((12, _value_info(f"y{k}", dims, elem_type)))
-    path.write_bytes(_msg((1, 8), (7, graph), (8, _msg((2, 17)))))
-    return path
-
-
 def test_symbolic_batch_is_one_and_the_view_transposes(tmp_path: Path) -> None:
     """An NCHW input with a symbolic batch is read as batch 1 and offered as NHWC; values set
     through that view reach the model in NCHW order, and the symbolic output shape is learnt

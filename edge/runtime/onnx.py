@@ -66,7 +66,7 @@ def import_onnxruntime() -> Any:
 
 class OnnxSession:
     """An ``InferenceSession`` with the TFLite interpreter calls ``edge.runtime.Interpreter``
-    makes. Tensor indices: inputs 0..n-1, then outputs n.. in the model's order.
+    makes. Tensor indices: 0 is the (one) input, 1.. the outputs in the model's order.
 
     Built once at load: the input buffers, the NHWC view of input 0, the feed and the output
     names. ``get_tensor`` of an output returns the array onnxruntime allocated for the last
@@ -161,10 +161,10 @@ class OnnxSession:
 
 
 def load(path: Path, options: RuntimeOptions, verify: bool = True) -> Interpreter:
-    """Load ``path`` on ONNX Runtime's CPU execution provider with ``options``
-    (``threads`` become ``intra_op_num_threads``; the
-    TFLite runtime choice does not apply). ``delegate = "edgetpu"`` cannot run an ONNX model:
-    DelegateError, or the CPU with ``fallback = "cpu"`` (said in the log and ``degraded``).
+    """Load ``path`` on ONNX Runtime's CPU execution provider with ``options``: ``threads``
+    become ``intra_op_num_threads``, the TFLite runtime choice does not apply, and
+    ``delegate = "edgetpu"`` cannot run an ONNX model: DelegateError, or the CPU with
+    ``fallback = "cpu"`` (said in the log and ``LoadInfo.degraded``).
 
     verify: run one inference on a zero input, so a model onnxruntime cannot execute fails
     here rather than on the first frame. Raises ModelError for unreadable or unsupported
@@ -199,14 +199,14 @@ def load(path: Path, options: RuntimeOptions, verify: bool = True) -> Interprete
         session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's errors derive from Exception only
         raise _explain(path, exc, ort.__version__) from exc
-    raw = OnnxSession(session, path)
-    if verify:
-        try:
+    try:
+        raw = OnnxSession(session, path)  # runs the model once when output shapes are symbolic
+        if verify:
             raw.invoke()
-        except RuntimeError as exc:
-            raise ModelError(
-                f"{path} loads but does not run on onnxruntime {ort.__version__}: {exc}"
-            ) from exc
+    except RuntimeError as exc:
+        raise ModelError(
+            f"{path} loads but does not run on onnxruntime {ort.__version__}: {exc}"
+        ) from exc
     init_ms = (time.perf_counter() - t0) * 1000
     info = LoadInfo(
         "onnxruntime", ort.__version__, "cpu", threads, init_ms, op_counts(path), 0, degraded
