@@ -111,10 +111,20 @@ def agreement(reference: list[Boxes], candidate: list[Boxes]) -> dict[str, float
     }
 
 
-def p50(model: Path, threads: int) -> float:
-    """Median over 3 rounds of ``edge.bench``'s invoke p50 (the machine is shared)."""
-    rounds = [bench(model, RuntimeOptions(threads=threads), runs=300, warmup=30) for _ in range(3)]
-    return round(float(np.median([r.p50_ms for r in rounds])), 3)
+def speeds(models: dict[str, Path], rounds: int = 5) -> dict[str, dict[int, float]]:
+    """Invoke p50 (ms) per model and thread count (1, 2): the median over ``rounds`` rounds of
+    ``edge.bench``, each round timing every model in turn, so that all of them see the same
+    load on this shared machine."""
+    got: dict[tuple[str, int], list[float]] = {}
+    for _ in range(rounds):
+        for key, path in models.items():
+            for threads in (1, 2):
+                report = bench(path, RuntimeOptions(threads=threads), runs=200, warmup=20)
+                got.setdefault((key, threads), []).append(report.p50_ms)
+    out: dict[str, dict[int, float]] = {}
+    for (key, threads), values in got.items():
+        out.setdefault(key, {})[threads] = round(float(np.median(values)), 3)
+    return out
 
 
 def measure_detector(tflite: Path, onnx_dir: Path) -> dict[str, Any]:
@@ -134,8 +144,8 @@ def measure_detector(tflite: Path, onnx_dir: Path) -> dict[str, Any]:
         if key != "tflite":
             out[f"vs_tflite_{key}"] = agreement(reference, detections(path, images))
     out["int8_convs"] = int8_convs(onnx_dir / INT8)
-    for key, path in models.items():
-        out[f"invoke_p50_ms_{key}"] = {t: p50(path, t) for t in (1, 2)}
+    for key, p50 in speeds(models).items():
+        out[f"invoke_p50_ms_{key}"] = p50
     return out
 
 
@@ -170,8 +180,8 @@ def measure_classifier(tflite: Path, onnx_dir: Path) -> dict[str, Any]:
     for key, ids in top.items():
         out[f"top1_{key}"] = round(float(np.mean(ids == np.array(labels))), 4)
     out["top1_agreement"] = round(float(np.mean(top["tflite"] == top["onnx"])), 4)
-    for key, path in models.items():
-        out[f"invoke_p50_ms_{key}"] = {t: p50(path, t) for t in (1, 2)}
+    for key, p50 in speeds(models).items():
+        out[f"invoke_p50_ms_{key}"] = p50
     return out
 
 
@@ -206,7 +216,7 @@ def main() -> int:
     )
     det_metrics = measure_detector(det_src / "model.tflite", det)
     cls_metrics = measure_classifier(cls_src / "model.tflite", cls)
-    measured = "x86_64 build machine, 2 shared cores (edge.bench, median of 3 rounds)"
+    measured = "x86_64 build machine, 2 shared cores (edge.bench, median of 5 rounds)"
     add_metrics(det, {**det_metrics, "measured_on": measured})
     add_metrics(cls, {**cls_metrics, "measured_on": measured})
     print(json.dumps({"detector": det_metrics, "classifier": cls_metrics}, indent=2))
@@ -259,7 +269,8 @@ input and output.
   {d["map50_onnx"]:.3f} / {d["map50_touching_onnx"]:.3f}, ONNX int8
   {d["map50_onnx_int8"]:.3f} / {d["map50_touching_onnx_int8"]:.3f}.
 - **Speed** (invoke p50 in ms at 1 / 2 threads on the x86_64 machine that built it, 2 cores
-  shared with other work, `edge.bench`, median of 3 rounds): TFLite int8 (LiteRT, XNNPACK)
+  shared with other work, `edge.bench`, median of 5 interleaved rounds): TFLite int8 (LiteRT,
+  XNNPACK)
   {lat["tflite"][1]:.2f} / {lat["tflite"][2]:.2f}; onnxruntime (CPU) float
   {lat["onnx"][1]:.2f} / {lat["onnx"][2]:.2f}, int8 {lat["onnx_int8"][1]:.2f} /
   {lat["onnx_int8"][2]:.2f}.
