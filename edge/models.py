@@ -1,9 +1,10 @@
-"""Finding and describing models: a ``.tflite`` path, a model directory, or a bundled name.
+"""Finding and describing models: a ``.tflite`` (or ``.onnx``) path, a model directory, or a
+bundled name.
 
-A model directory holds one ``.tflite`` and optionally ``labels.txt`` and ``manifest.json``
-(task, preprocessing, postprocessing, thresholds). Anything the manifest leaves out is taken from
-the model's embedded TFLite metadata, then derived from its tensors. Nothing here loads the
-interpreter; :mod:`edge.engine` does.
+A model directory holds one ``.tflite`` or ``.onnx`` model and optionally ``labels.txt`` and
+``manifest.json`` (task, preprocessing, postprocessing, thresholds). Anything the manifest
+leaves out is taken from the model's embedded TFLite metadata, then derived from its tensors.
+Nothing here loads the interpreter; :mod:`edge.engine` does.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 LABEL_FILES = ("labels.txt", "labelmap.txt", "labels")
+MODEL_SUFFIXES = (".tflite", ".onnx")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,19 +108,19 @@ def bundled_models() -> dict[str, Path]:
     found: dict[str, Path] = {}
     for root in model_search_path():
         for d in sorted(root.iterdir()):
-            if d.is_dir() and d.name not in found and any(d.glob("*.tflite")):
+            if d.is_dir() and d.name not in found and _model_files(d):
                 found[d.name] = d
     return found
 
 
 def resolve(ref: str | Path) -> tuple[Path, Path | None]:
-    """Find the ``.tflite`` file for ``ref``: (model file, model directory or None)."""
+    """Find the model file for ``ref``: (model file, model directory or None)."""
     p = Path(ref)
     if p.is_dir():
         return _tflite_in(p), p
     if p.exists():
         return p, (p.parent if (p.parent / MANIFEST).exists() else None)
-    if p.suffix != ".tflite" and os.sep not in str(ref):
+    if p.suffix not in MODEL_SUFFIXES and os.sep not in str(ref):
         bundled = bundled_models()
         if str(ref) in bundled:
             d = bundled[str(ref)]
@@ -126,7 +128,8 @@ def resolve(ref: str | Path) -> tuple[Path, Path | None]:
         names = ", ".join(sorted(bundled)) or "none found"
         raise ModelError(
             f"no model named {str(ref)!r}: it is neither a file, a directory nor a bundled "
-            f"model (bundled: {names}). Give the path to a .tflite file or a model directory."
+            f"model (bundled: {names}). Give the path to a .tflite or .onnx file or a model "
+            "directory."
         )
     raise ModelError(
         f"model file not found: {p}. Check the path, or run `edge info` to list the bundled models."
@@ -143,18 +146,23 @@ def _tflite_in(d: Path) -> Path:
                 f"{d}. Fix the manifest or restore the file."
             )
         return path
-    found = sorted(d.glob("*.tflite"))
+    found = _model_files(d)
     cpu = [f for f in found if not f.stem.endswith("_edgetpu")]
     if not found:
         raise ModelError(
-            f"{d} holds no .tflite model. Put the model file there or give its path directly."
+            f"{d} holds no .tflite or .onnx model. Put the model file there or give its path "
+            "directly."
         )
     if len(cpu) > 1:
         raise ModelError(
-            f"{d} holds several .tflite files ({', '.join(f.name for f in found)}): name the "
+            f"{d} holds several model files ({', '.join(f.name for f in found)}): name the "
             f'one to use with a {MANIFEST} ("model": "file.tflite") or give its path.'
         )
     return cpu[0] if cpu else found[0]
+
+
+def _model_files(d: Path) -> list[Path]:
+    return sorted(f for f in d.iterdir() if f.suffix in MODEL_SUFFIXES and f.is_file())
 
 
 def _read_manifest(d: Path) -> dict[str, Any] | None:

@@ -335,6 +335,8 @@ def output_producers(path: Path) -> dict[int, str]:
     ``""``. Empty when the file cannot be read as a model: the runtime reports that better."""
     try:
         with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            if mm[4:8] != _MODEL_ID:  # an ONNX model, say: its graph is not a flatbuffer
+                return {}
             model = _Table(mm, _read(mm, "<I", 0))
             names = []
             for code in model.tables(1):  # Model.operator_codes

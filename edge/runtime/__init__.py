@@ -188,6 +188,10 @@ def load(path: Path, options: RuntimeOptions | None = None, verify: bool = True)
         raise ModelError(f"unknown delegate {opts.delegate!r}; use one of {', '.join(DELEGATES)}")
     if opts.fallback not in FALLBACKS:
         raise ModelError(f"unknown fallback {opts.fallback!r}; use cpu or fail")
+    if path.suffix.lower() == ".onnx":
+        from edge.runtime import onnx  # onnxruntime is imported only for ONNX models
+
+        return onnx.load(path, opts, verify)
     check_file(path)
     backend = load_backend(opts.backend)
     threads = opts.threads or default_threads()
