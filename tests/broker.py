@@ -132,11 +132,14 @@ class Broker:
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """One message as the subscriber saw it."""
+    """One message as the subscriber saw it. dup: the broker's DUP flag, set when the broker
+    re-sends a message to this subscriber (after a reconnect, from its persisted session); it is
+    never copied from the publisher's packet, so a publisher's own re-send arrives with it clear."""
 
     topic: str
     payload: bytes
     retain: bool
+    dup: bool = False
 
 
 class Subscriber:
@@ -180,7 +183,9 @@ class Subscriber:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
-            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.messages.append(
+                Received(msg.topic, bytes(msg.payload), bool(msg.retain), bool(msg.dup))
+            )
             self._cond.notify_all()
 
     def wait_until(self, predicate: Callable[[list[Received]], bool], timeout: float) -> bool:
@@ -198,6 +203,11 @@ class Subscriber:
         """Payloads received so far on topics ending with ``topic_suffix``, in arrival order."""
         with self._cond:
             return [m.payload for m in self.messages if m.topic.endswith(topic_suffix)]
+
+    def received(self, topic_suffix: str = "") -> list[Received]:
+        """Messages received so far on topics ending with ``topic_suffix``, in arrival order."""
+        with self._cond:
+            return [m for m in self.messages if m.topic.endswith(topic_suffix)]
 
     def close(self) -> None:
         self._client.disconnect()

@@ -90,9 +90,15 @@ class DaemonProc:
 
 @dataclass
 class Tally:
-    """What one subscriber received of one ``(boot_id, camera)`` stream."""
+    """What one subscriber received of one ``(boot_id, camera)`` stream.
+
+    seqs: every arrival the daemon caused, in order. redelivered: arrivals of a seq already
+    received that the broker itself re-sent from the subscriber's persisted session (DUP flag
+    set): those say how the broker restored its session, not what the daemon sent, so they are
+    counted apart and do not count as the daemon's duplicates."""
 
     seqs: list[int] = field(default_factory=list)
+    redelivered: int = 0
 
     @property
     def received(self) -> int:
@@ -121,17 +127,26 @@ class Tally:
     def __str__(self) -> str:
         return (
             f"received {self.received} (max seq {max(self.seqs, default=0)}), gaps {self.gaps}, "
-            f"duplicates {self.duplicates}, out of order {self.out_of_order}"
+            f"duplicates {self.duplicates}, out of order {self.out_of_order}, "
+            f"re-sent by the broker {self.redelivered}"
         )
 
 
 def tally(*subs: Subscriber) -> dict[tuple[str, str], Tally]:
     """Results received by the subscribers, per (boot_id, camera), in arrival order."""
     out: dict[tuple[str, str], Tally] = {}
+    seen: dict[tuple[str, str], set[int]] = {}
     for sub in subs:
-        for p in sub.payloads("/result"):
-            r = json.loads(p)
-            out.setdefault((r["boot_id"], r["camera"]), Tally()).seqs.append(int(r["seq"]))
+        for m in sub.received("/result"):
+            r = json.loads(m.payload)
+            key = (r["boot_id"], r["camera"])
+            t = out.setdefault(key, Tally())
+            seq = int(r["seq"])
+            if m.dup and seq in seen.setdefault(key, set()):
+                t.redelivered += 1
+            else:
+                t.seqs.append(seq)
+                seen.setdefault(key, set()).add(seq)
     return out
 
 
