@@ -26,7 +26,7 @@ import numpy as np
 
 from edge.errors import DelegateError, ModelError
 from edge.preprocess import TensorSpec
-from edge.runtime import edgetpu
+from edge.runtime import edgetpu, external
 from edge.runtime.backends import Backend, load_backend
 from edge.tflite_metadata import structure_problem
 
@@ -58,7 +58,9 @@ class RuntimeOptions:
     delegate: ``xnnpack`` (CPU with the XNNPACK delegate, the default), ``cpu`` (builtin kernels
     only, XNNPACK off), or ``edgetpu`` (Coral). device: Edge TPU ``usb``, ``usb:N``, ``pci``,
     ``pci:N``. fallback: when the Edge TPU cannot be used, ``cpu`` runs the model on the CPU
-    (and says so in the log and status), ``fail`` raises DelegateError.
+    (and says so in the log and status), ``fail`` raises DelegateError. library: an external
+    delegate (a shared library with the TFLite plugin interface) applied before ``delegate``,
+    which runs whatever it leaves; library_options: its settings, as key/value pairs.
     """
 
     threads: int | None = None
@@ -66,6 +68,8 @@ class RuntimeOptions:
     device: str | None = None
     fallback: str = "fail"
     backend: str | None = None
+    library: str = ""
+    library_options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +194,8 @@ def load(path: Path, options: RuntimeOptions | None = None, verify: bool = True)
             degraded = f"Edge TPU unavailable, running on the CPU: {exc}"
             log.warning("%s", degraded)
             delegate = "xnnpack"
+    if opts.library:
+        delegates.append(external.load(mod, opts.library, opts.library_options))
     kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": threads}
     if delegates:
         kwargs["experimental_delegates"] = delegates
