@@ -18,7 +18,7 @@ from broker import wait_for
 from fakes.sink import Recorder
 from native.build import compile_failing_delegate
 
-from edge.config import CameraSettings, Config
+from edge.config import BudgetSettings, CameraSettings, Config
 from edge.engine import Engine, Overrides
 from edge.errors import EX_CONFIG, DelegateError, ModelError
 from edge.frame import Frame
@@ -106,6 +106,7 @@ def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 
 def invoke_threads(name: str) -> int:
+    """How many live threads have this name."""
     return sum(t.name == name and t.is_alive() for t in threading.enumerate())
 
 
@@ -343,6 +344,20 @@ def test_chain_names_become_links_and_bad_chains_are_refused() -> None:
         failover.load(CLASSIFIER, [])
 
 
+def test_a_closed_chain_ends_its_threads_and_refuses_to_run(library: Path, control: Path) -> None:
+    """close() ends the invoke and re-probe threads; the interpreter then refuses to run."""
+    control.write_text("fail")
+    interp = failover.load(CLASSIFIER, chain_of(library, control), reprobe_s=0.05)
+    assert interp.status.active == "xnnpack"
+    assert invoke_threads("reprobe-shapes-classifier") == 1
+    assert invoke_threads("invoke-shapes-classifier-xnnpack") == 1
+    interp.close()
+    assert wait_for(lambda: invoke_threads("reprobe-shapes-classifier") == 0, 5)
+    assert wait_for(lambda: invoke_threads("invoke-shapes-classifier-xnnpack") == 0, 5)
+    with pytest.raises(DelegateError, match="closed"):
+        interp.invoke()
+
+
 def test_an_unusable_model_file_is_a_model_error_not_a_chain_of_reasons(tmp_path: Path) -> None:
     """A missing or corrupt model is reported once as the file's problem, not once per entry."""
     with pytest.raises(ModelError, match="model file not found") as caught:
@@ -378,7 +393,8 @@ def test_engine_on_the_chain_gives_xnnpack_detections_across_a_switch(
 class Commander:
     """A pipeline listener that makes the native delegate fail after the ``fail_at``-th result
     and heal after the ``heal_at``-th, waiting there (holding the results back) until a re-probe
-    has found it healthy; it snapshots the chain's status at each step."""
+    has found it healthy (or the switch back already happened); it snapshots the chain's status
+    at each step."""
 
     def __init__(
         self, interp: FailoverInterpreter, control: Path, fail_at: int, heal_at: int
@@ -401,7 +417,12 @@ class Commander:
         elif self.count == self.heal_at:
             self.seen.append(self.interp.status)
             self.control.write_text("ok")
-            self.healed = wait_for(lambda: self.interp.status.pending == "native", 10)
+            self.healed = wait_for(lambda: "native" in self.found(), 10)
+
+    def found(self) -> tuple[str, str]:
+        """Pending, or already taken over by the inference thread (it may not be waiting)."""
+        status = self.interp.status
+        return status.pending, status.active
 
 
 def test_pipeline_switches_mid_run_without_a_seq_gap_and_back(
@@ -419,7 +440,9 @@ def test_pipeline_switches_mid_run_without_a_seq_gap_and_back(
     interp = open_chain(opened, chain_of(library, control), DETECTOR, reprobe_s=0.1)
     engine = Engine(spec, cast(Interpreter, interp), Overrides())
     cfg = Config(
-        device="testdev", cameras=(CameraSettings(source=f"{folder}/", name="a", realtime=False),)
+        device="testdev",
+        cameras=(CameraSettings(source=f"{folder}/", name="a", realtime=False),),
+        budget=BudgetSettings(latency_ms=0),  # the commander holds results back while it waits
     )
     rec = Recorder()
     commander = Commander(interp, control, fail_at=8, heal_at=16)
@@ -435,7 +458,8 @@ def test_pipeline_switches_mid_run_without_a_seq_gap_and_back(
     for call, image in zip(got, frames, strict=True):
         assert call.result.detections == reference.infer(image).detections
     stats = p.cameras["a"].stats()
-    assert stats["inferred"] == len(frames) and stats["errors"] == stats["dropped"] == 0
+    assert stats["inferred"] == len(frames)
+    assert stats["errors"] == stats["dropped"] == stats["skipped_latency"] == 0
     before_fail, before_heal = commander.seen
     assert before_fail.active == "native" and before_fail.switches == 0
     assert before_heal.active == "xnnpack" and before_heal.last_switch is not None

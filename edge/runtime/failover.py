@@ -175,7 +175,8 @@ class FailoverInterpreter:
             )
 
     def close(self) -> None:
-        """Stop the invoke threads and re-probing (an invoke in progress ends on its own)."""
+        """Stop the invoke threads and re-probing (an invoke in progress ends on its own); the
+        interpreter cannot be used afterwards."""
         self._wake.set()
         with self._lock:
             self._closed = True
@@ -192,6 +193,8 @@ class FailoverInterpreter:
 
     def _current(self) -> _Entry:
         entry = self._entry
+        if self._closed:
+            raise DelegateError(f"{self.name}: the failover interpreter was closed")
         if entry is None:
             again = f"re-probing every {self._reprobe_s:g} s" if self._reprobe_s else "no re-probe"
             raise self._nothing(f"; {again}")
