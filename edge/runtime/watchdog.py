@@ -3,7 +3,9 @@ up on: the call runs on a thread of its own and the caller waits for it with a t
 
 A hung native call cannot be interrupted, so giving up means abandoning the interpreter to its
 thread: nothing touches it again, and that thread frees it if the call ever returns. The cost on
-a healthy invoke is two thread hand-offs (tens of microseconds; nothing polls).
+a healthy invoke is two thread hand-offs, nothing polls: tens of microseconds with a core free,
+but on a machine whose cores are all busy the woken invoke thread waits for the scheduler (up to
+milliseconds). Without a timeout (``threaded`` False) there is no such cost, and no watchdog.
 """
 
 from __future__ import annotations
