@@ -27,7 +27,7 @@ import numpy as np
 from edge.choices import DELEGATES, FALLBACKS, Delegate, Fallback, RuntimeName
 from edge.errors import DelegateError, ModelError
 from edge.preprocess import TensorSpec
-from edge.runtime import edgetpu
+from edge.runtime import edgetpu, external
 from edge.runtime.backends import Backend, load_backend
 from edge.tflite_metadata import structure_problem
 
@@ -62,6 +62,9 @@ class RuntimeOptions:
     ``pci:N``. fallback: when the Edge TPU cannot be used, ``cpu`` runs the model on the CPU
     (and says so in the log and status), ``fail`` raises DelegateError. threads: ``None`` =
     :func:`default_threads`. backend: ``None`` = ``$EDGE_RUNTIME``, else the first installed.
+    library: an external delegate (a shared library with the TFLite plugin interface) applied
+    before ``delegate``, which runs whatever it leaves; library_options: its settings, as
+    key/value pairs.
     """
 
     threads: int | None = None
@@ -69,6 +72,8 @@ class RuntimeOptions:
     device: str | None = None
     fallback: Fallback = "fail"
     backend: RuntimeName | None = None
+    library: str = ""
+    library_options: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_settings(cls, m: ModelSettings) -> RuntimeOptions:
@@ -208,6 +213,8 @@ def load(path: Path, options: RuntimeOptions | None = None, verify: bool = True)
             degraded = f"Edge TPU unavailable, running on the CPU: {exc}"
             log.warning("%s", degraded)
             delegate = "xnnpack"
+    if opts.library:
+        delegates.append(external.load(mod, opts.library, opts.library_options))
     kwargs: dict[str, Any] = {"model_path": str(path), "num_threads": threads}
     if delegates:
         kwargs["experimental_delegates"] = delegates
