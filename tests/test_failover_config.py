@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from broker import wait_for
+from native.chains import invoke_threads
 
 from edge import config as cfg
 from edge.cli import build_parser
@@ -186,3 +188,18 @@ def test_bad_delegate_flag_is_a_usage_error(value: str, message: str) -> None:
     proc = edge("infer", "shapes-classifier", "x.jpg", "--delegate", value)
     assert proc.returncode == EX_USAGE, proc.stderr
     assert "usage: edge infer" in proc.stderr and message in proc.stderr
+
+
+def test_closing_an_engine_on_a_chain_ends_its_threads() -> None:
+    """Engine.close (what the daemon does to a model a reload drops, and at shutdown) ends the
+    chain's invoke thread and its re-probing."""
+    engine = Engine.load(
+        "shapes-classifier",
+        RuntimeOptions(
+            threads=1, delegate="edgetpu", device="usb:9", chain=("cpu",), reprobe_s=0.05
+        ),
+    )
+    names = ("invoke-shapes-classifier-cpu", "reprobe-shapes-classifier")
+    assert [invoke_threads(n) for n in names] == [1, 1]
+    engine.close()
+    assert wait_for(lambda: [invoke_threads(n) for n in names] == [0, 0], 5)
