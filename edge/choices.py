@@ -15,8 +15,9 @@ from typing import Literal, get_args
 Task = Literal["classification", "detection", "segmentation", "raw"]
 TASKS: tuple[Task, ...] = get_args(Task)
 
-# How the interpreter runs: XNNPACK on the CPU, the builtin kernels only, or a Coral Edge TPU.
-Delegate = Literal["xnnpack", "cpu", "edgetpu"]
+# How the interpreter runs: XNNPACK on the CPU, the builtin kernels only, a Coral Edge TPU, or
+# an external delegate library (a vendor's NPU delegate; XNNPACK runs what it leaves).
+Delegate = Literal["xnnpack", "cpu", "edgetpu", "external"]
 DELEGATES: tuple[Delegate, ...] = get_args(Delegate)
 
 # What happens when the Edge TPU cannot be used: run on the CPU, or refuse to start.

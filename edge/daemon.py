@@ -32,7 +32,7 @@ from edge.errors import EdgeError
 from edge.notify import Notifier
 from edge.pipeline import Pipeline, new_boot_id
 from edge.runner import Runner
-from edge.runtime import RuntimeOptions
+from edge.runtime import RuntimeOptions, failover
 from edge.sinks.mqtt import MqttSink
 from edge.sinks.mqtt_settings import MqttSettings
 from edge.sinks.publisher import Publisher
@@ -155,7 +155,12 @@ class Daemon:
         pipeline.start()
         self.pipeline = pipeline
         self.publisher = built.publisher
+        _close_unused(self._engines, built.engines)
         self._engines = built.engines
+
+    def _close_engines(self) -> None:
+        _close_unused(self._engines, {})
+        self._engines = {}
 
     def _stop_pipeline(self) -> None:
         if self.pipeline is not None:
@@ -180,6 +185,7 @@ class Daemon:
         runner.install_signals()
         # In start order; each looks up what the daemon holds at shutdown (reloads replace them).
         runner.on_shutdown("notifier", self.notifier.close)
+        runner.on_shutdown("models", self._close_engines)
         runner.on_shutdown("MQTT sink", self._close_sink)
         runner.on_shutdown("pipeline", self._stop_pipeline)
         try:
@@ -286,11 +292,18 @@ class Daemon:
         """The retained ``status/details`` topic, whenever what it says changes."""
         if self.sink is None:
             return
-        details = {
+        details: dict[str, Any] = {
             "boot_id": self.boot_id,
             "degraded": self.degraded(),
             "last_reload": self.reloads["last"],
         }
+        chains = {
+            e.name: entry
+            for e in (self.pipeline.engines.values() if self.pipeline is not None else ())
+            if (entry := failover.details_entry(e.interpreter)) is not None
+        }
+        if chains:
+            details["failover"] = chains
         payload = json.dumps(details, separators=(",", ":")).encode()
         if payload != self._details_sent:
             self._details_sent = payload
@@ -327,7 +340,9 @@ class Daemon:
                 # to the old connection and the old configuration.
                 self._start_sink(old, old_settings)
                 built.publisher.close()
-                self._start_pipeline(self._build(old), seqs)
+                restored = self._build(old)
+                _close_unused(built.engines, restored.engines)
+                self._start_pipeline(restored, seqs)
                 self._refused(exc)
                 return
         elif self.sink is not None:
@@ -366,3 +381,15 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.runner.stop.set()
+
+
+def _close_unused(engines: dict[_EngineKey, Engine], kept: dict[_EngineKey, Engine]) -> None:
+    """Close the engines of ``engines`` that ``kept`` does not hold (a reload dropped their
+    model): a failover chain's invoke and re-probe threads end with them."""
+    keep = {id(e) for e in kept.values()}
+    for engine in engines.values():
+        if id(engine) not in keep:
+            try:
+                engine.close()
+            except Exception:
+                log.exception("closing the model %s failed", engine.name)

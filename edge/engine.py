@@ -34,7 +34,7 @@ from edge.models import MANIFEST, ModelSpec, PostprocessConfig, load_spec
 from edge.postprocess import Postprocessor
 from edge.preprocess import PreprocessConfig, Preprocessor, TensorSpec, Transform
 from edge.result import Result, Timings
-from edge.runtime import Interpreter, RuntimeOptions, load
+from edge.runtime import ModelInterpreter, RuntimeOptions, load_model
 from edge.tasks import (
     PROBABILITY,
     SCORE_OPS,
@@ -138,7 +138,9 @@ class Invocation:
 class Engine:
     """A loaded model with its preprocessing and decoder. Build with :meth:`load`."""
 
-    def __init__(self, spec: ModelSpec, interpreter: Interpreter, overrides: Overrides) -> None:
+    def __init__(
+        self, spec: ModelSpec, interpreter: ModelInterpreter, overrides: Overrides
+    ) -> None:
         self.spec = spec
         self.interpreter = interpreter
         outputs = interpreter.outputs
@@ -297,10 +299,21 @@ class Engine:
         options: RuntimeOptions | None = None,
         overrides: Overrides | None = None,
     ) -> Engine:
-        """Resolve, load and prepare ``model`` (path, directory, bundled name or spec)."""
+        """Resolve, load and prepare ``model`` (path, directory, bundled name or spec); on a
+        failover interpreter when ``options`` name a delegate chain."""
         ov = overrides or Overrides()
         spec = model if isinstance(model, ModelSpec) else load_spec(model, task=ov.task)
-        return cls(spec, load(spec.path, options), ov)
+        interpreter = load_model(spec.path, options)
+        try:
+            return cls(spec, interpreter, ov)
+        except BaseException:
+            interpreter.close()
+            raise
+
+    def close(self) -> None:
+        """Release the interpreter's threads (a failover chain's invoke and re-probe threads);
+        the engine cannot run afterwards."""
+        self.interpreter.close()
 
     @property
     def name(self) -> str:

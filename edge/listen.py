@@ -212,6 +212,9 @@ def format_line(msg: _Message, prefix: str) -> str:
                 "ok" if last.get("ok") else f"refused: {last.get('error')}"
             )
         state = "DEGRADED: " + "; ".join(str(d) for d in degraded) if degraded else "healthy"
+        chains = data.get("failover")
+        if isinstance(chains, dict):
+            state += "".join(f"; {_chain_summary(m, c)}" for m, c in chains.items())
         return f"{stamp} {where} {state}{reload}{retained}"
     shown = text if len(text) <= 120 else text[:117] + "..."
     return f"{stamp} {where} {kind} {shown}{retained}"
@@ -296,6 +299,10 @@ def _stats_summary(data: dict[str, Any]) -> str:
             p50 = pct.get("p50") if isinstance(pct, dict) else None
             figures.append(_figure(f"{stage} p50", p50, "ms") or f"no {stage} times yet")
         parts.append(", ".join(figures))
+    models = data.get("models")
+    for name, model in models.items() if isinstance(models, dict) else ():
+        if isinstance(model, dict) and isinstance(model.get("failover"), dict):
+            parts.append(_chain_summary(name, model["failover"]))
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict):
         dropped = sum(
@@ -314,6 +321,23 @@ def _stats_summary(data: dict[str, Any]) -> str:
     if isinstance(degraded, list) and degraded:
         parts.append("DEGRADED: " + "; ".join(str(d) for d in degraded))
     return "; ".join(parts)
+
+
+def _chain_summary(model: str, chain: object) -> str:
+    """``"model M on xnnpack (chain edgetpu,xnnpack; 1 switch, last edgetpu→xnnpack: why)"``,
+    from a model's ``failover`` entry in the stats or the status details."""
+    if not isinstance(chain, dict):
+        return f"model {model}: failover ?"
+    names = chain.get("chain")
+    listed = ",".join(map(str, names)) if isinstance(names, list) else "?"
+    active = chain.get("active") or "NOTHING (no delegate can run it)"
+    count = chain.get("switches", 0)
+    text = f"model {model} on {active} (chain {listed}; {count} switch{'' if count == 1 else 'es'}"
+    last = chain.get("last_switch")
+    if isinstance(last, dict):
+        text += f", last {last.get('source') or '-'}→{last.get('target') or '-'}"
+        text += f": {last.get('reason')}"
+    return text + ")"
 
 
 def _figure(name: str, value: object, unit: str) -> str:

@@ -32,7 +32,7 @@ from edge.engine import Engine, Invocation, Overrides
 from edge.frame import Frame
 from edge.motion import MotionGate
 from edge.output import FanOut, ResultEvent, ResultListener
-from edge.runtime import RuntimeOptions
+from edge.runtime import RuntimeOptions, failover
 from edge.slots import FrameSlots, Job
 from edge.sources import from_camera, lossless
 from edge.stats import Counters, LatencyWindow, RateMeter
@@ -241,6 +241,7 @@ class Pipeline:
         self.started_mono = time.monotonic()
         self._cpu0 = cpu_seconds()
         self._stop = threading.Event()
+        self._owns_engines = engine_loader is None  # closed by stop(); else the caller's
         load = engine_loader or (
             lambda ref: Engine.load(
                 ref,
@@ -360,6 +361,8 @@ class Pipeline:
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():
                 log.warning("thread %s did not stop within %.1f s", t.name, timeout)
+        for engine in self.engines.values() if self._owns_engines else ():
+            engine.close()
         for cam in self.cameras.values():
             c = cam.counters.snapshot()
             log.info(
@@ -425,6 +428,7 @@ class Pipeline:
                 "delegate": info.delegate,
                 "threads": info.threads,
                 "degraded": info.degraded or None,
+                **failover.stats_entry(e.interpreter),
             }
         return {
             "device": self.config.device,

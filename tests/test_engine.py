@@ -19,6 +19,7 @@ from edge.engine import Engine
 from edge.errors import EX_NOINPUT
 from edge.models import load_spec
 from edge.postprocess import iou_matrix
+from edge.runtime import Interpreter
 from edge.runtime.backends import load_backend
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,6 +65,7 @@ def test_engine_matches_plain_interpreter(model: str) -> None:
     engine = Engine.load(model)
     engine.infer(image)
     x, interp = reference_input(image, model)
+    assert isinstance(engine.interpreter, Interpreter)  # one delegate: no failover wrapper
     got_input = engine.interpreter._raw.get_tensor(engine.interpreter.inputs[0].index)
     diff = np.abs(got_input.astype(np.int32) - x.astype(np.int32))
     # Rounding of exact .5 values may differ by one step between float paths.

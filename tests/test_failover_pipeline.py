@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
 import cv2
 import numpy as np
@@ -20,7 +19,6 @@ from edge.engine import Engine, Overrides
 from edge.models import load_spec
 from edge.output import ResultEvent
 from edge.pipeline import Pipeline
-from edge.runtime import Interpreter
 from edge.runtime.chain import FailoverStatus
 from edge.runtime.failover import FailoverInterpreter
 from edge.scene import MovingScene
@@ -63,7 +61,7 @@ def test_engine_on_the_chain_gives_xnnpack_detections_across_a_switch(
     detections as on XNNPACK alone, before and after the native delegate fails."""
     spec = load_spec("shapes-detector")
     interp = open_chain(opened, chain_of(library, control), DETECTOR)
-    engine = Engine(spec, cast(Interpreter, interp), Overrides())
+    engine = Engine(spec, interp, Overrides())
     reference = Engine.load(spec, ONE_THREAD)
     for seed in range(6):
         if seed == 3:
@@ -119,7 +117,7 @@ def test_pipeline_switches_mid_run_without_a_seq_gap_and_back(
         assert cv2.imwrite(str(folder / f"{i:03d}.png"), image)
     spec = load_spec("shapes-detector")
     interp = open_chain(opened, chain_of(library, control), DETECTOR, reprobe_s=0.1)
-    engine = Engine(spec, cast(Interpreter, interp), Overrides())
+    engine = Engine(spec, interp, Overrides())
     cfg = Config(
         device="testdev",
         cameras=(CameraSettings(source=f"{folder}/", name="a", realtime=False),),

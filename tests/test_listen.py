@@ -283,3 +283,37 @@ def retain_over_tls(broker: Broker, certs: Path, topic: str, payload: bytes) -> 
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+def test_stats_and_details_show_a_models_delegate_chain(broker: Broker) -> None:
+    """A model on a delegate chain is shown with the delegate running it, the chain, its switch
+    count and the last switch, from the stats' failover entry and from the status details."""
+    chain = {
+        "active": "xnnpack",
+        "chain": ["edgetpu", "xnnpack"],
+        "switches": 1,
+        "last_switch": {"source": "edgetpu", "target": "xnnpack", "reason": "invoke timed out"},
+    }
+    stats = {"cameras": {}, "models": {"det": {"delegate": "xnnpack", "failover": chain}}}
+    details = {
+        "boot_id": "b",
+        "degraded": ["model det: running on xnnpack"],
+        "failover": {"det": chain},
+    }
+    retain(
+        broker,
+        [
+            ("edge/dev1/stats", json.dumps(stats).encode()),
+            ("edge/dev1/status/details", json.dumps(details).encode()),
+        ],
+    )
+    out = io.StringIO()
+    listen(broker.host, broker.port, "edge", "dev1", False, 2, 10, out)
+    shown = (
+        "model det on xnnpack (chain edgetpu,xnnpack; 1 switch, last edgetpu→xnnpack: "
+        "invoke timed out)"
+    )
+    assert sorted(line.split(" ", 1)[1] for line in out.getvalue().splitlines()) == [
+        f"dev1 stats {shown} (retained)",
+        f"dev1/status DEGRADED: model det: running on xnnpack; {shown} (retained)",
+    ]

@@ -26,7 +26,7 @@ from edge.errors import EX_CONFIG, DelegateError, ModelError, RuntimeUnavailable
 from edge.models import bundled_models, load_spec, resolve
 from edge.postprocess import iou_matrix
 from edge.result import Result
-from edge.runtime import RuntimeOptions, default_threads, load
+from edge.runtime import Interpreter, RuntimeOptions, default_threads, load
 from edge.runtime.onnx import op_counts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,6 +150,7 @@ def test_nchw_input_is_fed_as_a_plain_session_would_be() -> None:
     image = read_image(SHAPES / "scene_0.jpg")
     engine.infer(image)
     x = reference_nchw(image)
+    assert isinstance(engine.interpreter, Interpreter)  # one delegate: no failover wrapper
     fed = engine.interpreter._raw.get_tensor(spec.index)  # NHWC copy of the NCHW buffer
     np.testing.assert_allclose(fed.transpose(0, 3, 1, 2), x, atol=1e-6)
     session = ort.InferenceSession(str(DETECTOR / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -50,7 +50,8 @@ QUEUE_PER_WORKER = 2  # tasks waiting per worker: enough to hide decode jitter, 
 @dataclass(frozen=True, slots=True)
 class BatchSettings:
     """One batch run. workers: interpreters (one thread each); threads_per_worker: TFLite
-    threads of each; every: keep video frames whose index is a multiple of this."""
+    threads of each; every: keep video frames whose index is a multiple of this; chain: the
+    delegates to fail over to after ``delegate``."""
 
     inputs: tuple[str, ...]
     output: Path
@@ -60,6 +61,7 @@ class BatchSettings:
     every: int = 1
     csv: bool = False
     delegate: Delegate = "xnnpack"
+    chain: tuple[Delegate, ...] = ()
     overrides: Overrides | None = None
 
 
@@ -288,7 +290,7 @@ def load_engines(settings: BatchSettings) -> list[Engine]:
     from edge.runtime import RuntimeOptions
 
     options: RuntimeOptions = RuntimeOptions(
-        threads=settings.threads_per_worker, delegate=settings.delegate
+        threads=settings.threads_per_worker, delegate=settings.delegate, chain=settings.chain
     )
     return [
         Engine.load(settings.model, options, settings.overrides) for _ in range(settings.workers)

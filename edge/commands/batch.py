@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from edge.argtypes import whole
-from edge.commands.options import add_results
+from edge.commands.options import add_results, delegate_chain
 from edge.errors import EX_INTERRUPTED, EX_NOINPUT
 
 
@@ -56,7 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write OUTPUT with a .csv suffix: one row per detection, class or error",
     )
     parser.add_argument(
-        "--delegate", choices=("xnnpack", "cpu"), default="xnnpack", help="CPU kernels to use"
+        "--delegate",
+        type=delegate_chain(("xnnpack", "cpu")),
+        metavar="NAME[,NAME]",
+        default=("xnnpack",),
+        help="CPU kernels to use: xnnpack (default) or cpu; xnnpack,cpu fails over to the "
+        "builtin kernels",
     )
     add_results(parser, all_options=False)
 
@@ -75,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         threads_per_worker=args.threads_per_worker,
         every=args.every,
         csv=args.csv,
-        delegate=args.delegate,
+        delegate=args.delegate[0],
+        chain=args.delegate[1:],
         overrides=Overrides(task=args.task, threshold=args.threshold),
     )
     summary = run_batch(settings, progress=sys.stderr if sys.stderr.isatty() else None)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from edge.argtypes import int_list, number, whole
-from edge.choices import DELEGATES, FALLBACKS, RESIZE_MODES, RUNTIMES, TASKS
+from edge.choices import DELEGATES, FALLBACKS, RESIZE_MODES, RUNTIMES, TASKS, Delegate
 from edge.commands import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from edge.runtime import RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,28 @@ def warn_deprecated(args: argparse.Namespace) -> None:
         log.warning("%s", note)
 
 
+def delegate_chain(allowed: Sequence[Delegate]) -> Callable[[str], tuple[Delegate, ...]]:
+    """The argparse type of ``--delegate``: one name, or a failover chain of comma-separated
+    names in order of preference (``edgetpu,xnnpack``), each one of ``allowed``, none twice."""
+
+    def parse(text: str) -> tuple[Delegate, ...]:
+        names = [n.strip() for n in text.split(",")]
+        for name in names:
+            if name not in allowed:
+                raise argparse.ArgumentTypeError(
+                    f"unknown delegate {name!r}: use one of {', '.join(allowed)}, or several "
+                    "separated by commas (a failover chain, e.g. edgetpu,xnnpack)"
+                )
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(repeated)} appears more than once in the chain {text!r}"
+            )
+        return tuple(cast(Delegate, n) for n in names)
+
+    return parse
+
+
 def add_model(p: argparse.ArgumentParser) -> None:
     """The positional MODEL of ``infer`` and ``bench``."""
     p.add_argument("model", help="a .tflite file, a model directory, or a bundled model name")
@@ -97,12 +121,18 @@ def add_runtime(
             metavar="N",
             help="interpreter threads (default: all cores, at most 4)",
         )
+    # external needs [model] delegate_library, which only a configuration file sets.
+    allowed = DELEGATES if not defaults else tuple(d for d in DELEGATES if d != "external")
     g.add_argument(
         "--delegate",
-        choices=DELEGATES,
-        default="xnnpack" if defaults else None,
+        type=delegate_chain(allowed),
+        metavar="NAME[,NAME...]",
+        default=("xnnpack",) if defaults else None,
         help="xnnpack: CPU with XNNPACK (default); cpu: builtin kernels only; "
-        "edgetpu: Coral Edge TPU",
+        "edgetpu: Coral Edge TPU"
+        + ("; external: [model] delegate_library" if not defaults else "")
+        + ". Several, comma-separated (edgetpu,xnnpack), are a failover chain: the first "
+        "that loads runs the model, a failing or hung one hands over to the next",
     )
     g.add_argument(
         "--tpu",
@@ -138,7 +168,8 @@ def runtime_options(args: argparse.Namespace, threads: int | None) -> RuntimeOpt
 
     return RuntimeOptions(
         threads=threads,
-        delegate=args.delegate,
+        delegate=args.delegate[0],
+        chain=args.delegate[1:],
         device=args.tpu,
         fallback=args.fallback,
         backend=args.runtime,

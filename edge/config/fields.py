@@ -3,9 +3,10 @@
 A key is a dataclass field made with :func:`key` (or :func:`computed`): its description and
 constraints go in the field's metadata, its type in the annotation. The type says what TOML
 value is accepted: ``str``, ``int``, ``float`` (an integer is taken too), ``bool``,
-``tuple[str, ...]`` (a list of strings), a ``Literal`` (one of its values), any of them
-``| None`` (leaving the key out means unset: TOML cannot say null). :func:`settings` resolves
-those annotations once per class.
+``tuple[str, ...]`` (a list of strings), a ``Literal`` (one of its values), ``tuple[Literal,
+...]`` (a list of its values), any of them ``| None`` (leaving the key out means unset: TOML
+cannot say null). A list key declared with ``many`` also takes a single string, read as a list
+of one. :func:`settings` resolves those annotations once per class.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ def key(
     max: float | None = None,
     check: Check | None = None,
     legacy: Legacy | None = None,
+    many: bool = False,
 ) -> Any:
     """Declare one setting: its default (``MISSING``: the key is required), its description
     (it feeds the reference docs) and constraints. ``check`` returns a problem string or None.
     ``legacy`` recognises the value older files wrote for "unset" (an empty string, 0, a
-    negative threshold): it is read as unset, with a warning to leave the key out instead."""
-    return field(default=default, metadata=_metadata(help, min, max, check, legacy))
+    negative threshold): it is read as unset, with a warning to leave the key out instead.
+    ``many``: a list key that also takes one string (``"a"`` is read as ``["a"]``)."""
+    return field(default=default, metadata=_metadata(help, min, max, check, legacy, many))
 
 
 def computed(
@@ -52,9 +55,14 @@ def computed(
 
 
 def _metadata(
-    help: str, min: float | None, max: float | None, check: Check | None, legacy: Legacy | None
+    help: str,
+    min: float | None,
+    max: float | None,
+    check: Check | None,
+    legacy: Legacy | None,
+    many: bool = False,
 ) -> dict[str, Any]:
-    return {"help": help, "min": min, "max": max, "check": check, "legacy": legacy}
+    return {"help": help, "min": min, "max": max, "check": check, "legacy": legacy, "many": many}
 
 
 def was(*values: object) -> Legacy:
@@ -68,8 +76,9 @@ class Setting:
     """One declared key, its annotation resolved.
 
     base: the Python type a TOML value must have (``tuple``: a list of strings). choices: the
-    ``Literal`` values, empty when any value of ``base`` goes. optional: ``None`` (the key left
-    out) means unset. default: ``MISSING`` for a required key or a computed one.
+    ``Literal`` values (of each element, for a list), empty when any value of ``base`` goes.
+    optional: ``None`` (the key left out) means unset. default: ``MISSING`` for a required key
+    or a computed one. many: a list that also takes one string.
     """
 
     name: str
@@ -83,6 +92,7 @@ class Setting:
     max: float | None
     check: Check | None
     legacy: Legacy | None
+    many: bool = False
 
     @property
     def required(self) -> bool:
@@ -92,6 +102,8 @@ class Setting:
     def type_name(self) -> str:
         """The type in words, for the reference."""
         name = "list of strings" if self.base is tuple else self.base.__name__
+        if self.many:
+            name = "string or list of strings"
         return f"{name}, optional" if self.optional else name
 
 
@@ -119,6 +131,7 @@ def settings(cls: type) -> tuple[Setting, ...]:
                 max=meta["max"],
                 check=meta["check"],
                 legacy=meta["legacy"],
+                many=meta["many"],
             )
         )
     return tuple(out)
@@ -136,7 +149,8 @@ def _resolve(hint: Any) -> tuple[type, tuple[Any, ...], bool]:
         choices = get_args(hint)
         return type(choices[0]), choices, optional
     if get_origin(hint) is tuple:
-        return tuple, (), optional
+        item = get_args(hint)[0]
+        return tuple, get_args(item) if get_origin(item) is Literal else (), optional
     if hint not in _WANT:
         raise TypeError(f"unsupported setting type {hint!r}")
     return hint, (), optional
@@ -148,9 +162,13 @@ def check_value(s: Setting, value: Any, path: str, problems: list[str], notes: l
     problem)."""
     if s.base is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if s.many and isinstance(value, str):
+        value = (value,)
     accepted = (list, tuple) if s.base is tuple else (s.base,)
     if not isinstance(value, accepted) or (isinstance(value, bool) and s.base is not bool):
         want = "a list" if s.base is tuple else _WANT[s.base]
+        if s.many:
+            want = "a string or a list of strings"
         problems.append(f"{path}: must be {want}, got {type(value).__name__} {value!r}")
         return None
     if isinstance(value, float) and not math.isfinite(value):
@@ -159,6 +177,7 @@ def check_value(s: Setting, value: Any, path: str, problems: list[str], notes: l
     if isinstance(value, list | tuple):
         if not all(isinstance(v, str) for v in value):
             problems.append(f"{path}: must be a list of strings")
+            return None
         value = tuple(str(v) for v in value)
     if s.legacy is not None and s.legacy(value):
         notes.append(
@@ -166,9 +185,11 @@ def check_value(s: Setting, value: Any, path: str, problems: list[str], notes: l
             "leave the key out instead"
         )
         return None
-    if s.choices and value not in s.choices:
+    if s.choices:
         shown = ", ".join(repr(c) for c in s.choices)
-        problems.append(f"{path}: {value!r} is not one of {shown}{_unset_hint(s)}")
+        for item in value if isinstance(value, tuple) else (value,):
+            if item not in s.choices:
+                problems.append(f"{path}: {item!r} is not one of {shown}{_unset_hint(s)}")
     if s.min is not None and isinstance(value, int | float) and value < s.min:
         problems.append(f"{path}: must be at least {s.min:g}, got {value}{_unset_hint(s)}")
     if s.max is not None and isinstance(value, int | float) and value > s.max:

@@ -83,6 +83,7 @@ def validate(data: Mapping[str, Any], source: str = "") -> Config:
         # across cameras (its name), and the placeholder never leaves this function.
         cameras.append(CameraSettings(**{"source": "", **kwargs}))
     _cross_checks(cameras, sections["mqtt"], problems)
+    _library_checks(sections["model"], problems)
     if problems:
         raise ConfigError(problems, source=source or None)
     for note in notes:
@@ -111,6 +112,21 @@ def _cross_checks(cameras: list[CameraSettings], mqtt: Any, problems: list[str])
         problems.append(
             f"mqtt.ram_window: {mqtt.ram_window} is larger than mqtt.ram_max_rows "
             f"({mqtt.ram_max_rows})"
+        )
+
+
+def _library_checks(model: Any, problems: list[str]) -> None:
+    """The delegate name external and delegate_library go together."""
+    external = "external" in model.delegate
+    if external and not model.delegate_library:
+        problems.append(
+            "model.delegate: external needs model.delegate_library (the delegate's shared "
+            "library); set it or leave external out"
+        )
+    elif model.delegate_library and not external:
+        problems.append(
+            "model.delegate_library: set, but model.delegate does not name external, so it "
+            'would never be used; add "external" to model.delegate or leave the key out'
         )
 
 

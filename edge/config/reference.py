@@ -40,11 +40,16 @@ def reference() -> str:
                 default = "(required)"
             elif s.computed or s.default is None:
                 default = "unset"
+            elif s.many and len(s.default) == 1:
+                default = f"`{s.default[0]!r}`"  # written as the single string it stands for
+            elif isinstance(s.default, tuple):
+                default = f"`{list(s.default)!r}`"  # as TOML writes it
             else:
                 default = f"`{s.default!r}`"
             desc = s.help
             if s.choices:
-                desc += " One of: " + ", ".join(f"`{c!r}`" for c in s.choices) + "."
+                each = "Each one of" if s.base is tuple else "One of"
+                desc += f" {each}: " + ", ".join(f"`{c!r}`" for c in s.choices) + "."
             lines.append(f"| `{s.name}` | {s.type_name} | {default} | {desc} |")
         lines.append("")
     return "\n".join(lines)

@@ -83,6 +83,19 @@ def _positive(value: Any) -> str | None:
     return None if value > 0 else "must be above 0"
 
 
+def _chain_problem(value: Any) -> str | None:
+    """Why a delegate chain is not one (it is empty, or names a delegate twice), or None."""
+    if not value:
+        return "name at least one delegate"
+    repeated = sorted({v for v in value if value.count(v) > 1})
+    return f"names {', '.join(repeated)} more than once" if repeated else None
+
+
+def _options_problem(value: Any) -> str | None:
+    bad = [v for v in value if "=" not in v or not v.partition("=")[0].strip()]
+    return f'each must be "key=value": {", ".join(map(repr, bad))}' if bad else None
+
+
 def default_device() -> str:
     """The host name when it is a valid device id, else ``edge``."""
     host = os.uname().nodename.split(".")[0] if hasattr(os, "uname") else ""
@@ -105,7 +118,38 @@ class ModelSettings:
     threads: int | None = key(
         None, "Interpreter threads; unset = all cores, at most 4.", min=1, max=64, legacy=_ZERO
     )
-    delegate: Delegate = key("xnnpack", "xnnpack (CPU, default), cpu (XNNPACK off) or edgetpu.")
+    delegate: tuple[Delegate, ...] = key(
+        ("xnnpack",),
+        "xnnpack (CPU, default), cpu (XNNPACK off), edgetpu, or external (delegate_library); "
+        'or a failover chain in order of preference, such as ["edgetpu", "xnnpack"]: the first '
+        "that loads runs the model, a failing or hung invoke moves it to the next, and the "
+        "preferred one is re-probed every reprobe_s.",
+        check=_chain_problem,
+        many=True,
+    )
+    invoke_timeout_ms: float = key(
+        2000.0,
+        "Delegate chain: an invoke running longer counts as hung and moves the model to the "
+        "next delegate; 0 = no watchdog (only an invoke that raises fails over).",
+        min=0.0,
+    )
+    reprobe_s: float = key(
+        30.0,
+        "Delegate chain: how often the delegates preferred to the running one are tried "
+        "again (switching back when healthy); 0 = never.",
+        min=0.0,
+    )
+    delegate_library: str | None = key(
+        None,
+        "Advanced: the shared library of an external TFLite delegate (the plugin interface "
+        "tflite_plugin_create_delegate), used by the delegate name external; unset = none.",
+        legacy=_EMPTY,
+    )
+    delegate_library_options: tuple[str, ...] = key(
+        (),
+        'Advanced: the external delegate\'s own settings, as "key=value" strings.',
+        check=_options_problem,
+    )
     edgetpu_device: str | None = key(
         None,
         "Edge TPU: usb, usb:N, pci, pci:N; unset = the first found.",

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -63,8 +63,12 @@ class RuntimeOptions:
     (and says so in the log and status), ``fail`` raises DelegateError. threads: ``None`` =
     :func:`default_threads`. backend: ``None`` = ``$EDGE_RUNTIME``, else the first installed.
     library: an external delegate (a shared library with the TFLite plugin interface) applied
-    before ``delegate``, which runs whatever it leaves; library_options: its settings, as
-    key/value pairs.
+    before ``delegate``, which runs whatever it leaves (``delegate`` ``external`` needs it: it
+    is XNNPACK after the library); library_options: its settings, as key/value pairs.
+    chain: the delegates to fail over to after ``delegate``, in order (:func:`load_model` runs a
+    chain of more than one on :mod:`edge.runtime.failover`; in a chain only the ``external``
+    entry loads ``library``); invoke_timeout_ms and reprobe_s: that chain's watchdog and
+    re-probe period (see :func:`edge.runtime.failover.load`).
     """
 
     threads: int | None = None
@@ -74,17 +78,31 @@ class RuntimeOptions:
     backend: RuntimeName | None = None
     library: str = ""
     library_options: tuple[tuple[str, str], ...] = ()
+    chain: tuple[Delegate, ...] = ()
+    invoke_timeout_ms: float = 2000.0
+    reprobe_s: float = 30.0
 
     @classmethod
     def from_settings(cls, m: ModelSettings) -> RuntimeOptions:
         """The options a daemon configuration's [model] table sets."""
+        pairs = (o.partition("=") for o in m.delegate_library_options)
         return cls(
             threads=m.threads,
-            delegate=m.delegate,
+            delegate=m.delegate[0],
             device=m.edgetpu_device,
             fallback=m.edgetpu_fallback,
             backend=m.runtime,
+            library=m.delegate_library or "",
+            library_options=tuple((k.strip(), v.strip()) for k, _, v in pairs),
+            chain=m.delegate[1:],
+            invoke_timeout_ms=m.invoke_timeout_ms,
+            reprobe_s=m.reprobe_s,
         )
+
+    @property
+    def delegates(self) -> tuple[Delegate, ...]:
+        """Every delegate to try, preferred first."""
+        return (self.delegate, *self.chain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +120,25 @@ class LoadInfo:
     op_counts: dict[str, int] = field(default_factory=dict)
     delegate_partitions: int = 0
     degraded: str = ""
+
+
+class ModelInterpreter(Protocol):
+    """What an Engine needs of an interpreter: :class:`Interpreter` (TFLite or ONNX Runtime)
+    and :class:`edge.runtime.failover.FailoverInterpreter` both have it. One thread at a time
+    calls its methods; ``info`` may be read from any thread."""
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]: ...
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]: ...
+    @property
+    def info(self) -> LoadInfo: ...
+    def input_view(self) -> np.ndarray: ...
+    def set_input(self, values: np.ndarray, index: int = 0) -> None: ...
+    def invoke(self) -> None: ...
+    def output(self, i: int) -> np.ndarray: ...
+    def output_names(self) -> list[str]: ...
+    def close(self) -> None: ...
 
 
 class Interpreter:
@@ -138,6 +175,29 @@ class Interpreter:
 
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
+
+    def close(self) -> None:
+        """Nothing to release early: the runtime frees the model with this object."""
+
+
+def load_model(path: Path, options: RuntimeOptions | None = None) -> ModelInterpreter:
+    """:func:`load` for one delegate, :func:`edge.runtime.failover.load` for a chain of more
+    (verified at load either way). Raises as they do; a chain for an ONNX model is a
+    ModelError (onnxruntime has one execution provider here: there is nothing to fail over to).
+    """
+    opts = options or RuntimeOptions()
+    if not opts.chain:
+        return load(path, opts)
+    names = ", ".join(opts.delegates)
+    if path.suffix.lower() == ".onnx":
+        raise ModelError(
+            f"a delegate chain ({names}) applies to .tflite models; {path.name} runs on "
+            "onnxruntime's CPU provider: give one delegate (xnnpack)"
+        )
+    from edge.runtime import failover  # it builds on this module
+    from edge.runtime.chain import chain
+
+    return failover.load(path, chain(opts.delegates, opts), opts.invoke_timeout_ms, opts.reprobe_s)
 
 
 def check_file(path: Path) -> None:
@@ -193,6 +253,10 @@ def load(path: Path, options: RuntimeOptions | None = None, verify: bool = True)
         raise ModelError(f"unknown delegate {opts.delegate!r}; use one of {', '.join(DELEGATES)}")
     if opts.fallback not in FALLBACKS:
         raise ModelError(f"unknown fallback {opts.fallback!r}; use cpu or fail")
+    if opts.delegate == "external" and not opts.library:
+        raise ModelError(
+            "delegate external needs the delegate's shared library: set [model] delegate_library"
+        )
     if path.suffix.lower() == ".onnx":
         from edge.runtime import onnx  # onnxruntime is imported only for ONNX models
 

@@ -25,7 +25,8 @@ class Link:
 
 def chain(names: Sequence[str], base: RuntimeOptions | None = None) -> tuple[Link, ...]:
     """Links for delegate names in order of preference (``["edgetpu", "xnnpack"]``), each with
-    ``base``'s threads, Edge TPU device and backend. Raises ModelError for an empty chain or an
+    ``base``'s threads, Edge TPU device and backend (and, for ``external`` only, its delegate
+    library). Raises ModelError for an empty chain or an
     unknown or repeated name."""
     opts = base or RuntimeOptions()
     if not names:
@@ -36,7 +37,20 @@ def chain(names: Sequence[str], base: RuntimeOptions | None = None) -> tuple[Lin
     repeated = sorted({n for n in names if list(names).count(n) > 1})
     if repeated:
         raise ModelError(f"delegate {', '.join(repeated)} appears twice in the chain")
-    return tuple(Link(n, replace(opts, delegate=cast(Delegate, n), fallback="fail")) for n in names)
+    return tuple(
+        Link(
+            n,
+            replace(
+                opts,
+                delegate=cast(Delegate, n),
+                fallback="fail",
+                chain=(),
+                library=opts.library if n == "external" else "",
+                library_options=opts.library_options if n == "external" else (),
+            ),
+        )
+        for n in names
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,9 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -387,3 +388,26 @@ def load(
         raise ModelError("the delegate chain is empty; give at least one delegate")
     check_file(path)
     return FailoverInterpreter(path, tuple(links), invoke_timeout_ms, reprobe_s)
+
+
+def stats_entry(interp: object) -> dict[str, Any]:
+    """``{"failover": ...}`` (the chain's :class:`FailoverStatus` as a dict) for a model's
+    stats when ``interp`` runs it on a chain, else nothing."""
+    if not isinstance(interp, FailoverInterpreter):
+        return {}
+    return {"failover": asdict(interp.status)}
+
+
+def details_entry(interp: object) -> dict[str, Any] | None:
+    """What the retained status details say of a model on a chain (the active entry, the
+    chain and the last switch; it changes only at a switch), None for a model that is not."""
+    if not isinstance(interp, FailoverInterpreter):
+        return None
+    status = interp.status
+    last = status.last_switch
+    return {
+        "active": status.active,
+        "chain": list(status.chain),
+        "switches": status.switches,
+        "last_switch": None if last is None else asdict(last),
+    }

@@ -174,6 +174,11 @@ def load(path: Path, options: RuntimeOptions, verify: bool = True) -> Interprete
     from edge.runtime.backends import Backend
 
     _check_file(path)
+    if options.delegate == "external":
+        raise DelegateError(
+            f"an external TFLite delegate cannot run the ONNX model {path.name}; use "
+            "delegate xnnpack for it"
+        )
     degraded = ""
     if options.delegate == "edgetpu":
         reason = (
