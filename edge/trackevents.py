@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,15 @@ log = logging.getLogger(__name__)
 Stamp = Callable[[dict[str, Any]], dict[str, Any]]
 # The state's key for zone counts; a model label of that name cannot be counted beside it.
 ZONES_KEY = "zones"
+
+
+@dataclass(frozen=True, slots=True)
+class Overlay:
+    """What a tracked camera adds to its annotated frame: its zones, and its confirmed tracks
+    as of its latest frame (boxes normalized to the frame)."""
+
+    zones: tuple[Zone, ...]
+    tracks: tuple[Track, ...]
 
 
 def iso_time(ts_wall: float) -> str:

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from broker import Broker, Subscriber
 
+from edge.config import HomeAssistantSettings
 from edge.errors import ConfigError
 from edge.homeassistant import (
     EVENT_TYPES,
     CameraSpec,
     DeviceSpec,
     DiscoveryMessage,
-    HomeAssistantSettings,
     device_topic,
     discovery_messages,
     exposed_labels,
@@ -240,7 +240,10 @@ def test_settings_report_every_problem_and_derive_the_rest() -> None:
     model's own."""
     with pytest.raises(ConfigError) as err:
         HomeAssistantSettings(
-            discovery_prefix="ha/+", labels=("car", "car"), discovery="x", birth_delay_max_s=-1
+            discovery_prefix="ha/+",
+            labels=("car", "car"),
+            discovery="x",  # type: ignore[arg-type]
+            birth_delay_max_s=-1,
         )
     assert [p.split(":")[0] for p in err.value.problems] == [
         "homeassistant.discovery_prefix",

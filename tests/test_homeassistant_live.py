@@ -21,11 +21,11 @@ from broker import Broker, Subscriber
 from homeassistant_server import HomeAssistant
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.config import HomeAssistantSettings
 from edge.homeassistant import (
     CameraSpec,
     DeviceSpec,
     DiscoveryMessage,
-    HomeAssistantSettings,
     discovery_messages,
     removal_messages,
 )
