@@ -10,7 +10,8 @@ unknown payload) is logged once per (camera, payload) as a WARNING and ignored. 
 commands is the broker's ACL to decide.
 
 The switch survives reloads (the daemon keeps it) and restarts: the cameras switched off are
-kept in ``detect.json`` in the state directory, written by the main thread after a change.
+kept in ``detect.json`` in the state directory, written by the main thread after a change and
+at shutdown.
 """
 
 from __future__ import annotations

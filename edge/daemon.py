@@ -222,6 +222,7 @@ class Daemon:
         runner.install_signals()
         # In start order; each looks up what the daemon holds at shutdown (reloads replace them).
         runner.on_shutdown("notifier", self.notifier.close)
+        runner.on_shutdown("detection switches", self.control.save)
         runner.on_shutdown("MQTT sink", self._close_sink)
         runner.on_shutdown("tracks", self.tracks.close)  # end events, before the sink closes
         runner.on_shutdown("pipeline", self._stop_pipeline)

@@ -157,7 +157,7 @@ class MqttSink:
         self.retain(self._intake.topic(camera, "state"), payload)
 
     def retain(self, topic: str, payload: bytes, force: bool = False) -> None:
-        """Set ``topic``'s retained value (QoS 1): published now if connected (an unchanged
+        """Set ``topic``'s retained value (QoS 0): published now if connected (an unchanged
         value only with ``force``) and again on every reconnect; empty clears it
         (:mod:`edge.sinks.mqtt_retained`). Any thread."""
         self._retained.set(topic, payload, force)

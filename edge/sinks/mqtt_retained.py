@@ -2,10 +2,13 @@
 
 ``Retained`` holds the newest payload of each retained topic whose current value is what
 matters, not its history (a camera's ``state`` and ``detect/state``, Home Assistant discovery):
-it is published at QoS 1 when set while connected, and all of it again on every (re)connect,
-so a broker that restarted without persistence, or a link that dropped before an
-acknowledgement, ends up holding the newest value. An empty payload clears the broker's
-retained message and is kept, and re-sent, like any value. ``Subscriptions`` are the topic
+it is published when set while connected, and all of it again on every (re)connect, so a
+broker that restarted without persistence, or a link that dropped before the message got
+through, ends up holding the newest value. That re-send is what makes them reliable, so they go
+at QoS 0: a QoS 1 message would take one of paho's in-flight slots, and while those are full
+paho can send a queued message after a newer one (it sends new messages directly as slots
+free up), which would reorder the results and events of the outbox. An empty payload clears
+the broker's retained message and is kept, and re-sent, like any value. ``Subscriptions`` are the topic
 filters the sink subscribes to on every connect, with the handler of each.
 """
 
@@ -36,7 +39,7 @@ class Retained:
                 return
             self._values[topic] = payload
             if self._client is not None:
-                self._client.publish(topic, payload, qos=1, retain=True)
+                self._client.publish(topic, payload, qos=0, retain=True)
 
     def get(self, topic: str) -> bytes | None:
         return self._values.get(topic)
@@ -46,7 +49,7 @@ class Retained:
         with self._lock:
             self._client = client
             for topic, payload in self._values.items():
-                client.publish(topic, payload, qos=1, retain=True)
+                client.publish(topic, payload, qos=0, retain=True)
 
     def link_down(self) -> None:
         with self._lock:
