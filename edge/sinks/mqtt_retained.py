@@ -8,8 +8,8 @@ through, ends up holding the newest value. That re-send is what makes them relia
 at QoS 0: a QoS 1 message would take one of paho's in-flight slots, and while those are full
 paho can send a queued message after a newer one (it sends new messages directly as slots
 free up), which would reorder the results and events of the outbox. An empty payload clears
-the broker's retained message and is kept, and re-sent, like any value. ``Subscriptions`` are the topic
-filters the sink subscribes to on every connect, with the handler of each.
+the broker's retained message and is kept, and re-sent, like any value. ``Subscriptions`` are
+the topic filters the sink subscribes to on every connect, with the handler of each.
 """
 
 from __future__ import annotations
