@@ -1,5 +1,5 @@
-"""Drawing a result onto its frame: boxes with labels and scores (or, for a tracked camera,
-its zones and its tracks with their ids), the top classes, a segmentation overlay, and a line
+"""Drawing a result onto its frame: boxes with labels and scores (and, for a tracked camera,
+its zones and its tracks' ids), the top classes, a segmentation overlay, and a line
 of live figures. Used by MQTT snapshots and the preview; it
 runs on their own threads, never on the inference thread.
 """
@@ -36,8 +36,8 @@ def annotate(
     image: np.ndarray, result: Result, figures: str = "", tracked: Overlay | None = None
 ) -> np.ndarray:
     """A BGR copy of ``image`` with ``result`` drawn on it and ``figures`` in the top left.
-    With ``tracked`` its zones are outlined and its tracks drawn (``#id label score``) in
-    place of the result's detections."""
+    With ``tracked`` its zones are outlined (white, named) and each track's id is tagged
+    (``#id``, in a colour per id) under its box."""
     img = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     h, w = img.shape[:2]
     scale = max(0.4, min(w, h) / 900)
@@ -48,26 +48,22 @@ def annotate(
         overlay = lut[mask]
         overlay[mask == 0] = img[mask == 0]  # class 0 is usually background: leave it clear
         cv2.addWeighted(overlay, 0.45, img, 0.55, 0, dst=img)
-    boxes = [(d.box, f"{d.label} {d.score:.2f}", colour_for(d.class_id)) for d in result.detections]
+    for d in result.detections:
+        x0, y0, x1, y1 = _pixels(d.box, w, h)
+        colour = colour_for(d.class_id)
+        cv2.rectangle(img, (x0, y0), (x1, y1), colour, thick)
+        _label(img, f"{d.label} {d.score:.2f}", x0, y0, colour, scale)
     if tracked is not None:
         for z in tracked.zones:
             pts = np.array([(round(x * w), round(y * h)) for x, y in z.points], np.int32)
             cv2.polylines(img, [pts], True, (255, 255, 255), thick, cv2.LINE_AA)
-            _label(
-                img, z.name, int(pts[:, 0].min()), int(pts[:, 1].min()) + 2, (200, 200, 200), scale
-            )
-        boxes = [
-            (t.box, f"#{t.id} {t.label} {t.score:.2f}", colour_for(t.id)) for t in tracked.tracks
-        ]
-    for box, text, colour in boxes:
-        x0, y0, x1, y1 = (
-            round(box[0] * w),
-            round(box[1] * h),
-            round(box[2] * w),
-            round(box[3] * h),
-        )
-        cv2.rectangle(img, (x0, y0), (x1, y1), colour, thick)
-        _label(img, text, x0, y0, colour, scale)
+            top = int(pts[:, 1].min()) + 2
+            _label(img, z.name, int(pts[:, 0].min()) + thick, top, (255, 255, 255), scale)
+        for t in tracked.tracks:
+            x0, _, _, y1 = _pixels(t.box, w, h)
+            (_, th), base = cv2.getTextSize("#", _FONT, scale, 1)
+            # Below the box, so its sides keep the class colour.
+            _label(img, f"#{t.id}", x0, y1 + th + base + 2 + thick, colour_for(t.id), scale)
     y = int(40 * scale) + 24
     for c in result.classes:
         _label(img, f"{c.label} {c.score:.2f}", 6, y, colour_for(c.class_id), scale * 1.2)
@@ -78,6 +74,10 @@ def annotate(
     if figures:
         _label(img, figures, 6, int(30 * scale) + 6, (255, 255, 255), scale)
     return img
+
+
+def _pixels(box: tuple[float, float, float, float], w: int, h: int) -> tuple[int, int, int, int]:
+    return round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
