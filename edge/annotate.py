@@ -1,5 +1,6 @@
-"""Drawing a result onto its frame: boxes with labels and scores, the top classes, a
-segmentation overlay, and a line of live figures. Used by MQTT snapshots and the preview; it
+"""Drawing a result onto its frame: boxes with labels and scores (and, for a tracked camera,
+its zones and its tracks' ids), the top classes, a segmentation overlay, and a line
+of live figures. Used by MQTT snapshots and the preview; it
 runs on their own threads, never on the inference thread.
 """
 
@@ -9,6 +10,7 @@ import cv2
 import numpy as np
 
 from edge.result import Result
+from edge.trackevents import Overlay
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -30,8 +32,12 @@ def _label(
     cv2.putText(img, text, (x + 2, y - base), _FONT, scale, (0, 0, 0), 1, cv2.LINE_AA)
 
 
-def annotate(image: np.ndarray, result: Result, figures: str = "") -> np.ndarray:
-    """A BGR copy of ``image`` with ``result`` drawn on it and ``figures`` in the top left."""
+def annotate(
+    image: np.ndarray, result: Result, figures: str = "", tracked: Overlay | None = None
+) -> np.ndarray:
+    """A BGR copy of ``image`` with ``result`` drawn on it and ``figures`` in the top left.
+    With ``tracked`` its zones are outlined (white, named) and each track's id is tagged
+    (``#id``, in a colour per id) under its box."""
     img = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     h, w = img.shape[:2]
     scale = max(0.4, min(w, h) / 900)
@@ -43,15 +49,21 @@ def annotate(image: np.ndarray, result: Result, figures: str = "") -> np.ndarray
         overlay[mask == 0] = img[mask == 0]  # class 0 is usually background: leave it clear
         cv2.addWeighted(overlay, 0.45, img, 0.55, 0, dst=img)
     for d in result.detections:
-        x0, y0, x1, y1 = (
-            round(d.box[0] * w),
-            round(d.box[1] * h),
-            round(d.box[2] * w),
-            round(d.box[3] * h),
-        )
+        x0, y0, x1, y1 = _pixels(d.box, w, h)
         colour = colour_for(d.class_id)
         cv2.rectangle(img, (x0, y0), (x1, y1), colour, thick)
         _label(img, f"{d.label} {d.score:.2f}", x0, y0, colour, scale)
+    if tracked is not None:
+        for z in tracked.zones:
+            pts = np.array([(round(x * w), round(y * h)) for x, y in z.points], np.int32)
+            cv2.polylines(img, [pts], True, (255, 255, 255), thick, cv2.LINE_AA)
+            top = int(pts[:, 1].min()) + 2
+            _label(img, z.name, int(pts[:, 0].min()) + thick, top, (255, 255, 255), scale)
+        for t in tracked.tracks:
+            x0, _, _, y1 = _pixels(t.box, w, h)
+            (_, th), base = cv2.getTextSize("#", _FONT, scale, 1)
+            # Below the box, so its sides keep the class colour.
+            _label(img, f"#{t.id}", x0, y1 + th + base + 2 + thick, colour_for(t.id), scale)
     y = int(40 * scale) + 24
     for c in result.classes:
         _label(img, f"{c.label} {c.score:.2f}", 6, y, colour_for(c.class_id), scale * 1.2)
@@ -62,6 +74,10 @@ def annotate(image: np.ndarray, result: Result, figures: str = "") -> np.ndarray
     if figures:
         _label(img, figures, 6, int(30 * scale) + 6, (255, 255, 255), scale)
     return img
+
+
+def _pixels(box: tuple[float, float, float, float], w: int, h: int) -> tuple[int, int, int, int]:
+    return round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:

@@ -27,16 +27,20 @@ from typing import Any
 
 from edge import preflight
 from edge.config import Config
+from edge.control import DetectControl
 from edge.engine import Engine, Overrides
 from edge.errors import EdgeError
 from edge.notify import Notifier
 from edge.pipeline import Pipeline, new_boot_id
 from edge.runner import Runner
 from edge.runtime import RuntimeOptions, failover
+from edge.sinks.discovery import Discovery, device_spec
 from edge.sinks.mqtt import MqttSink
 from edge.sinks.mqtt_settings import MqttSettings
 from edge.sinks.publisher import Publisher
 from edge.sinks.start import start_sink
+from edge.sinks.tracks import TrackedCamera, TrackListener
+from edge.topics import DeviceTopics
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,8 @@ SWITCH_INTERVAL_S = 0.0005
 
 
 class _CurrentSink:
-    """The :class:`~edge.sinks.Sink` the publisher sends through: whichever sink the daemon
-    holds now (a reload may replace it while the publisher stays)."""
+    """The sink the publisher and the tracking listener send through: whichever sink the
+    daemon holds now (a reload may replace it while they stay)."""
 
     def __init__(self, daemon: Daemon) -> None:
         self._daemon = daemon
@@ -60,6 +64,16 @@ class _CurrentSink:
         if sink is not None:
             sink.publish_snapshot(camera, jpeg)
 
+    def publish_event(self, camera: str, payload: bytes) -> None:
+        sink = self._daemon.sink
+        if sink is not None:
+            sink.publish_event(camera, payload)
+
+    def publish_state(self, camera: str, payload: bytes) -> None:
+        sink = self._daemon.sink
+        if sink is not None:
+            sink.publish_state(camera, payload)
+
 
 _EngineKey = tuple[str, RuntimeOptions, Overrides]
 
@@ -73,6 +87,7 @@ class _Built:
     pipeline: Pipeline
     publisher: Publisher
     engines: dict[_EngineKey, Engine]
+    tracked: dict[str, TrackedCamera]
 
 
 class Daemon:
@@ -96,6 +111,13 @@ class Daemon:
         self.settings: MqttSettings | None = None
         self.publisher: Publisher | None = None
         self.pipeline: Pipeline | None = None
+        self.tracks = TrackListener(_CurrentSink(self), config.device, self.boot_id)
+        self.control = DetectControl(
+            DeviceTopics(f"{config.mqtt.prefix}/{config.device}"), config.state_path()
+        )
+        self.discovery = Discovery()
+        self._tracks_ended: frozenset[str] = frozenset()  # paused cameras whose tracks ended
+        self._birth_topics: set[str] = set()  # subscribed on the current sink
         self._engines: dict[_EngineKey, Engine] = {}
         self._last_pipeline_stats: dict[str, Any] | None = None
         self.reloads: dict[str, Any] = {"accepted": 0, "refused": 0, "last": None}
@@ -106,6 +128,8 @@ class Daemon:
     def _start_sink(self, config: Config, settings: MqttSettings) -> None:
         sink = start_sink(config, self.boot_id, settings)
         sink.final_stats = self._final_stats
+        sink.subscribe(self.control.command_filter, self.control.on_command)
+        self._birth_topics = set()
         self.sink, self.settings = sink, settings
 
     def _build(self, config: Config) -> _Built:
@@ -120,25 +144,27 @@ class Daemon:
 
         checked = preflight.check(config, load=load)
         engines = {(ref, options, post): e for ref, e in checked.engines.items()}
-        publisher = Publisher(_CurrentSink(self), config.mqtt)
+        publisher = Publisher(_CurrentSink(self), config.mqtt, overlay=self.tracks.overlay)
         try:
             pipeline = Pipeline(
                 config,
-                [publisher],
+                [self.tracks, publisher],
                 engine_loader=lambda ref: checked.engines[ref],
                 boot_id=self.boot_id,
                 admit=self._room,
+                paused=self.control.is_paused,
             )
         except BaseException:
             publisher.close()
             raise
-        return _Built(config, checked.mqtt, pipeline, publisher, engines)
+        return _Built(config, checked.mqtt, pipeline, publisher, engines, checked.tracked)
 
     def _room(self) -> bool:
         sink = self.sink
         return sink.room() if sink is not None else True
 
     def _start_pipeline(self, built: _Built, seqs: dict[str, int] | None = None) -> None:
+        self._configure_outputs(built)
         pipeline = built.pipeline
         if seqs:
             pipeline.continue_seq(seqs)
@@ -161,6 +187,22 @@ class Daemon:
     def _close_engines(self) -> None:
         _close_unused(self._engines, {})
         self._engines = {}
+
+    def _configure_outputs(self, built: _Built) -> None:
+        """Tracking, the detection switches and discovery for ``built``, through the current
+        sink (before its pipeline starts)."""
+        assert self.sink is not None
+        config, sink = built.config, self.sink
+        self.tracks.configure(built.tracked)
+        self.tracks.publish_states()
+        self.control.attach(sink, [c.name for c in config.cameras])
+        ha = config.homeassistant
+        if ha.enabled and ha.birth_topic not in self._birth_topics:
+            self._birth_topics.add(ha.birth_topic)
+            sink.subscribe(ha.birth_topic, self.discovery.on_birth)
+        engines = built.pipeline.engines
+        spec = device_spec(config, engines, built.tracked) if ha.enabled else None
+        self.discovery.publish(sink, ha, spec)
 
     def _stop_pipeline(self) -> None:
         if self.pipeline is not None:
@@ -186,7 +228,9 @@ class Daemon:
         # In start order; each looks up what the daemon holds at shutdown (reloads replace them).
         runner.on_shutdown("notifier", self.notifier.close)
         runner.on_shutdown("models", self._close_engines)
+        runner.on_shutdown("detection switches", self.control.save)
         runner.on_shutdown("MQTT sink", self._close_sink)
+        runner.on_shutdown("tracks", self.tracks.close)  # end events, before the sink closes
         runner.on_shutdown("pipeline", self._stop_pipeline)
         try:
             built = self._build(self.config)
@@ -231,6 +275,7 @@ class Daemon:
                 # delivering, or an interpreter stuck in invoke(), stops the beat.
                 self.notifier.watchdog()
             last_captured, last_handled = captured, handled
+            self._follow_controls(now)
             self._publish_details()
             if now >= next_stats:
                 next_stats = now + self.config.mqtt.stats_interval
@@ -240,9 +285,20 @@ class Daemon:
                 self.exit_code = code
                 return
 
+    def _follow_controls(self, now: float) -> None:
+        """What commands and Home Assistant's birth asked for: end the tracks of cameras just
+        switched off, keep the switches on disk, re-publish discovery when due."""
+        paused = self.control.paused
+        for name in sorted(paused - self._tracks_ended):
+            self.tracks.end(name)
+        self._tracks_ended = paused
+        self.control.save()
+        if self.sink is not None:
+            self.discovery.tick(self.sink, now)
+
     def stats(self) -> dict[str, Any]:
-        """The stats payload: the pipeline's, the sink's (``mqtt``), reloads and what is
-        degraded."""
+        """The stats payload: the pipeline's, the sink's (``mqtt``), tracking, reloads and
+        what is degraded."""
         if self.pipeline is not None:
             stats: dict[str, Any] = self.pipeline.stats()
         else:
@@ -251,6 +307,11 @@ class Daemon:
             stats["mqtt"] = self.sink.stats()
             if self.publisher is not None:
                 stats["mqtt"]["suppressed"] = self.publisher.suppressed
+        stats["tracking"] = {
+            "cameras": list(self.tracks.tracked()),
+            "events": self.tracks.events_sent,
+            "detect_off": sorted(self.control.paused),
+        }
         stats["reloads"] = self.reloads
         stats["degraded"] = self.degraded()
         return stats

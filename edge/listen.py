@@ -203,6 +203,10 @@ def format_line(msg: _Message, prefix: str) -> str:
         return f"{stamp} {where} {_result_summary(data, msg.received)}{retained}"
     if kind == "stats" and isinstance(data, dict):
         return f"{stamp} {where} stats {_stats_summary(data)}{retained}"
+    if kind == "events" and isinstance(data, dict):
+        return f"{stamp} {where} {_event_summary(data)}{retained}"
+    if kind == "state" and isinstance(data, dict):
+        return f"{stamp} {where} state {_state_summary(data)}{retained}"
     if kind == "details" and isinstance(data, dict):
         degraded = data.get("degraded") or []
         last = data.get("last_reload")
@@ -238,6 +242,39 @@ def _result_summary(data: dict[str, Any], received: float) -> str:
     elif isinstance(data.get("latency_ms"), int | float):
         parts.append(f"latency {data['latency_ms']:.1f} ms")
     return " ".join(parts)
+
+
+def _event_summary(data: dict[str, Any]) -> str:
+    """``#12 new id 3 square 0.92 (top 0.95) in lawn`` / ``... end id 3 ... after 5.2 s``."""
+    parts = [f"#{data.get('seq', '?')}", str(data.get("type", "event"))]
+    parts.append(f"id {data.get('id', '?')} {data.get('label', '?')}")
+    score, top = data.get("score"), data.get("top_score")
+    if isinstance(score, int | float):
+        parts.append(f"{score:.2f}" + (f" (top {top:.2f})" if isinstance(top, int | float) else ""))
+    zones = data.get("zones")
+    if isinstance(zones, list):
+        parts.append("in " + ", ".join(str(z) for z in zones) if zones else "in no zone")
+    if data.get("type") == "end":
+        try:
+            first = datetime.fromisoformat(str(data["first_seen"]).replace("Z", "+00:00"))
+            last = datetime.fromisoformat(str(data["last_seen"]).replace("Z", "+00:00"))
+            parts.append(f"after {(last - first).total_seconds():.1f} s")
+        except (KeyError, ValueError):
+            pass
+    return " ".join(parts)
+
+
+def _state_summary(data: dict[str, Any]) -> str:
+    """``circle 1, triangle 2; lawn: triangle 1`` (labels at 0 left out), or ``nothing``."""
+
+    def counts(obj: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in obj.items() if isinstance(v, int) and v > 0)
+
+    parts = [counts({k: v for k, v in data.items() if k != "zones"}) or "nothing"]
+    zones = data.get("zones")
+    if isinstance(zones, dict):
+        parts += [f"{n}: {counts(c) or 'nothing'}" for n, c in zones.items() if isinstance(c, dict)]
+    return "; ".join(parts)
 
 
 def _labels(data: dict[str, Any]) -> str:

@@ -47,6 +47,7 @@ COUNTERS = (
     "dropped_backpressure",
     "skipped_latency",
     "skipped_motion",
+    "skipped_paused",
     "inferred",
     "errors",
 )
@@ -225,7 +226,8 @@ class Pipeline:
     daemon keeps one across reloads (a new one is drawn when not given). admit: asked by each
     capture thread before it preprocesses a frame (the MQTT sink's back-pressure,
     ``MqttSink.room``); while it says no, lossless sources wait and live sources drop the frame
-    (counted as ``dropped_backpressure``).
+    (counted as ``dropped_backpressure``). paused: whether a camera's detection is switched
+    off (``edge.control``): its frames are skipped at capture (``skipped_paused``).
     """
 
     def __init__(
@@ -235,6 +237,7 @@ class Pipeline:
         engine_loader: Callable[[str], Engine] | None = None,
         boot_id: str | None = None,
         admit: Callable[[], bool] | None = None,
+        paused: Callable[[str], bool] | None = None,
     ) -> None:
         self.config = config
         self.boot_id = boot_id or new_boot_id()
@@ -272,9 +275,10 @@ class Pipeline:
             for cam in cams:
                 state = states[cam.name]
                 spec = from_camera(cam, lores=(pre.width, pre.height))
+                hand_off = self._deliver(slots, state, engine, lossless(spec), admit, paused)
                 state.capture = CaptureThread(
                     spec,
-                    on_frame=self._deliver(slots, state, engine, lossless(spec), admit, self._stop),
+                    on_frame=hand_off,
                     stop=self._stop,
                     backoff=cam.reconnect_min_s,
                     backoff_max=cam.reconnect_max_s,
@@ -283,14 +287,14 @@ class Pipeline:
         self.rss_after_models = rss_mb()
         self.memory_over_budget = False
 
-    @staticmethod
     def _deliver(
+        self,
         slots: FrameSlots,
         state: CameraState,
         engine: Engine,
         lossless: bool,
         admit: Callable[[], bool] | None,
-        stop: threading.Event,
+        paused: Callable[[str], bool] | None,
     ) -> Callable[[Frame], None]:
         """The capture thread's hand-off: motion gate, then preprocess into a spare input
         tensor (overlapping the previous frame's invoke on the inference thread), then the
@@ -302,6 +306,9 @@ class Pipeline:
         def deliver(frame: Frame) -> None:
             state.counters.add("captured")
             state.fps_in.tick(frame.ts_mono)
+            if paused is not None and paused(state.name):
+                state.counters.add("skipped_paused")
+                return
             if not state.motion.moved(frame):
                 state.counters.add("skipped_motion")
                 return
@@ -309,7 +316,7 @@ class Pipeline:
                 if not lossless:
                     state.counters.add("dropped_backpressure")
                     return
-                while not admit() and not stop.wait(BACKPRESSURE_POLL_S):
+                while not admit() and not self._stop.wait(BACKPRESSURE_POLL_S):
                     pass
             t0 = time.perf_counter()
             tensor = state.spare.pop() if state.spare else np.empty(shape, pre.spec.dtype)

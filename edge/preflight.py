@@ -2,7 +2,8 @@
 
 ``edge check-config`` uses this so that it refuses whatever the daemon would refuse: every model
 is loaded (labels decoded, manifest read, delegate tried), the MQTT password, CA, client
-certificate and key are read, the state directory is checked, and file sources exist. The
+certificate and key are read, the state directory is checked, file sources exist, and the
+tracking plan (zones, which cameras are tracked) and the discovery ids are worked out. The
 daemon's reload uses the same steps to build a new configuration completely before touching
 the running one. Configuration validation itself (``edge.config``) stays free of I/O.
 """
@@ -17,17 +18,22 @@ from pathlib import Path
 from edge.config import Config
 from edge.engine import Engine, Overrides
 from edge.errors import ConfigError, EdgeError, InputError
+from edge.homeassistant import discovery_messages
 from edge.runtime import RuntimeOptions
+from edge.sinks.discovery import device_spec
 from edge.sinks.mqtt_settings import MqttSettings, check_files
+from edge.sinks.tracks import TrackedCamera, plan
 from edge.sources import from_camera, missing
 
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """What a check opened: the sink settings and one loaded engine per model reference."""
+    """What a check opened: the sink settings, one loaded engine per model reference, and
+    the tracked cameras (zones built) by name."""
 
     mqtt: MqttSettings
     engines: dict[str, Engine]
+    tracked: dict[str, TrackedCamera]
 
 
 def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checked:
@@ -73,6 +79,14 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
             if first_model_error is None:
                 first_model_error = exc
             problems.append(f"model {ref!r}: {exc}")
+    tracked: dict[str, TrackedCamera] = {}
+    if first_model_error is None:
+        try:
+            tracked = plan(config, engines)
+            if config.homeassistant.enabled:
+                discovery_messages(config.homeassistant, device_spec(config, engines, tracked))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     if problems:
         if first_model_error is not None and len(problems) == 1:
             raise first_model_error
@@ -80,7 +94,7 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
     if absent:
         raise InputError("; ".join(absent))
     assert settings is not None
-    return Checked(settings, engines)
+    return Checked(settings, engines, tracked)
 
 
 def _state_dir_problem(state: Path) -> str | None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +42,15 @@ log = logging.getLogger(__name__)
 Stamp = Callable[[dict[str, Any]], dict[str, Any]]
 # The state's key for zone counts; a model label of that name cannot be counted beside it.
 ZONES_KEY = "zones"
+
+
+@dataclass(frozen=True, slots=True)
+class Overlay:
+    """What a tracked camera adds to its annotated frame: its zones, and its confirmed tracks
+    as of its latest frame (boxes normalized to the frame)."""
+
+    zones: tuple[Zone, ...]
+    tracks: tuple[Track, ...]
 
 
 def iso_time(ts_wall: float) -> str:
@@ -184,7 +194,7 @@ class TrackEvents:
                 updates.append(self._event("update", t, zones, rep.first_wall, offset))
         events.extend(updates)
         self.state.update(objects)
-        return events
+        return self._stamped(events)
 
     def close(self, ended: Sequence[Track], ts_mono: float, ts_wall: float) -> list[dict[str, Any]]:
         """``end`` events for the tracks :meth:`Tracker.close` returned (a stopping or
@@ -192,7 +202,13 @@ class TrackEvents:
         offset = ts_wall - ts_mono
         events = [self._end(t, offset) for t in ended]
         self.state.update(())
-        return events
+        return self._stamped(events)
+
+    def _stamped(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The stamp applied in the order the events are returned (so a ``seq`` it adds
+        follows that order)."""
+        stamp = self._stamp
+        return events if stamp is None else [stamp(e) for e in events]
 
     def _end(self, t: Track, offset: float) -> dict[str, Any]:
         zones = self.occupancy.current(t.id)
@@ -217,4 +233,4 @@ class TrackEvents:
             "camera": self.camera,
             "device": self.device,
         }
-        return self._stamp(event) if self._stamp is not None else event
+        return event

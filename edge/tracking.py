@@ -10,9 +10,9 @@ A track is tentative until it has been matched in ``min_hits`` consecutive frame
 detection score of at least ``min_score``, and a tentative track dies at its first miss, so a
 false positive of one or two frames, or a weak one, never becomes an object. A confirmed track
 survives misses (occlusion, a missed detection) for ``max_age_s`` seconds of frame time, then
-ends. Ids count from 1 per tracker, in the order tracks are confirmed. Times are the frames'
-``ts_mono`` seconds, never frame counts, so a camera whose frame rate drops keeps the same
-timeouts.
+ends. Ids count from ``first_id`` (1) per tracker, in the order tracks are confirmed. Times
+are the frames' ``ts_mono`` seconds, never frame counts, so a camera whose frame rate drops
+keeps the same timeouts.
 
 Label rule: a track's label is the one with the largest sum of detection scores over its
 frames (a score-weighted majority vote); a tie keeps the current label. A detection left
@@ -24,10 +24,10 @@ vote instead of starting a second track.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from edge.association import Box, associate, box_iou
-from edge.config import key
+from edge.config import TrackingSettings
 from edge.result import Detection
 
 __all__ = ["Box", "Track", "Tracker", "TrackerUpdate", "TrackingSettings", "box_iou"]
@@ -40,72 +40,6 @@ DUPLICATE_IOU = 0.7
 ALPHA = 0.6
 BETA = ALPHA * ALPHA / (2 - ALPHA)
 SCORE_HISTORY = 10  # detection scores a tentative track keeps for its median
-
-
-@dataclass(frozen=True, slots=True)
-class TrackingSettings:
-    """[tracking]: how detections become tracked objects and how often a track reports.
-
-    Times are seconds of frame time (``Frame.ts_mono``); distances are in the frame's
-    normalized coordinates.
-    """
-
-    min_hits: int = key(
-        3,
-        "Frames in a row an object must be detected in before it is tracked (and reported "
-        "new); 1 = at once.",
-        min=1,
-        max=100,
-    )
-    min_score: float = key(
-        0.6,
-        "A new track is confirmed only once the median score of its detections (the last 10) "
-        "reaches this: an object detected steadily but weakly is more often a false positive.",
-        min=0.0,
-        max=1.0,
-    )
-    max_age_s: float = key(
-        1.0,
-        "Seconds a tracked object may go undetected (hidden, missed) before its track ends.",
-        min=0.0,
-        max=3600.0,
-    )
-    iou_threshold: float = key(
-        0.3,
-        "Least overlap (IoU) between a track's predicted box and a detection for them to match.",
-        min=0.01,
-        max=1.0,
-    )
-    max_centre_distance: float = key(
-        0.5,
-        "Fallback match for detections below iou_threshold: the most distance between box "
-        "centres, in diagonals of the predicted box; 0 = IoU only.",
-        min=0.0,
-        max=10.0,
-    )
-    update_interval_s: float = key(
-        1.0,
-        "Label and top-score updates of one track are sent at most this often (zone entry and "
-        "exit are sent at once).",
-        min=0.0,
-        max=3600.0,
-    )
-    score_margin: float = key(
-        0.05,
-        "A track's top score must beat the one last reported by this much to be worth an update.",
-        min=0.0,
-        max=1.0,
-    )
-
-    def problems(self) -> list[str]:
-        """What is wrong with these values, as ``name: problem`` lines (empty when valid);
-        the bounds are the ones declared with each field."""
-        out = []
-        for f in fields(self):
-            value, lo, hi = getattr(self, f.name), f.metadata["min"], f.metadata["max"]
-            if not lo <= value <= hi:
-                out.append(f"{f.name}: must be within {lo:g}..{hi:g}, got {value}")
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,13 +216,13 @@ class Tracker:
     Thread affinity: one thread calls :meth:`update` (the thread that has the results).
     """
 
-    def __init__(self, settings: TrackingSettings | None = None) -> None:
+    def __init__(self, settings: TrackingSettings | None = None, first_id: int = 1) -> None:
         self.settings = settings or TrackingSettings()
         problems = self.settings.problems()
         if problems:
             raise ValueError("invalid tracking settings: " + "; ".join(problems))
         self._live: list[_State] = []
-        self._next_id = 1
+        self._next_id = first_id
         self._ts: float | None = None
 
     def update(
@@ -366,6 +300,12 @@ class Tracker:
             tuple(ended),
             tuple(t.id for t in improved if t.id),
         )
+
+    @property
+    def next_id(self) -> int:
+        """The id the next confirmed track gets (a tracker replacing this one for the same
+        camera starts there, so ids are not reused)."""
+        return self._next_id
 
     def close(self, ts_mono: float) -> tuple[Track, ...]:
         """End every confirmed track now (the camera is stopping or is removed) and return

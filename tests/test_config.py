@@ -38,6 +38,7 @@ from edge.config import (
     topic_name_problem,
     validate,
 )
+from edge.config.tracking import ZoneSettings
 from edge.errors import EX_CONFIG, ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,13 +126,18 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
 
 
 def test_reference_documents_every_key() -> None:
-    """The generated reference lists every key of every section."""
+    """The generated reference lists every key of every section (a camera's zones are their
+    own table), and every section of the file."""
     from dataclasses import fields
 
     text = reference()
-    for cls in (ModelSettings, CameraSettings, MqttConfig, BudgetSettings):
+    tables = (ModelSettings, CameraSettings, MqttConfig, BudgetSettings, *SECTIONS.values())
+    for cls in (*tables, ZoneSettings):
         for f in fields(cls):
-            assert f"| `{f.name}` |" in text
+            if f.name != "zones":
+                assert f"| `{f.name}` |" in text
+    for title in ("[[cameras.zones]]", "[tracking]", "[homeassistant]", *SECTIONS):
+        assert title in text
 
 
 def test_docs_reference_is_current() -> None:

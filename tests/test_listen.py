@@ -149,6 +149,49 @@ def test_status_stats_and_snapshot_lines_and_device_filter(broker: Broker) -> No
     }
 
 
+def test_events_state_and_switch_lines(broker: Broker) -> None:
+    """Track events read as seq, type, id, label, scores and zones (an end with how long the
+    object was seen), the state as its non-zero counts per label and zone, the switch as ON
+    or OFF."""
+    event = {
+        "type": "end",
+        "id": 3,
+        "label": "square",
+        "score": 0.51,
+        "top_score": 0.9641,
+        "box": [0.0, 0.47, 0.07, 0.59],
+        "zones": [],
+        "first_seen": "2026-01-02T03:04:27.684Z",
+        "last_seen": "2026-01-02T03:04:32.786Z",
+        "camera": "yard",
+        "device": "pi",
+        "seq": 14,
+        "boot_id": "03f1fe9bd90e",
+    }
+    new = {**event, "type": "new", "zones": ["lawn", "drive"], "seq": 1, "camera": "porch"}
+    state = {"circle": 1, "square": 0, "triangle": 2, "zones": {"lawn": {"triangle": 1}}}
+    retain(
+        broker,
+        [
+            ("edge/pi/yard/events", json.dumps(event).encode()),
+            ("edge/pi/yard/state", json.dumps(state).encode()),
+            ("edge/pi/gate/state", b'{"circle":0,"zones":{"lawn":{"circle":0}}}'),
+            ("edge/pi/yard/detect/state", b"OFF"),
+            ("edge/pi/porch/events", json.dumps(new).encode()),
+        ],
+    )
+    out = io.StringIO()
+    listen(broker.host, broker.port, "edge", "pi", False, 5, 10, out)
+    lines = sorted(line.split(" ", 1)[1] for line in out.getvalue().splitlines())
+    assert lines == [
+        "pi/gate state nothing; lawn: nothing (retained)",
+        "pi/porch #1 new id 3 square 0.51 (top 0.96) in lawn, drive (retained)",
+        "pi/yard #14 end id 3 square 0.51 (top 0.96) in no zone after 5.1 s (retained)",
+        "pi/yard state circle 1, triangle 2; lawn: triangle 1 (retained)",
+        "pi/yard/detect state OFF (retained)",
+    ]
+
+
 def test_timeout_with_no_messages_returns_zero(broker: Broker) -> None:
     """With nothing published, listen returns 0 after the timeout and prints nothing."""
     out = io.StringIO()

@@ -29,6 +29,7 @@ from broker import Broker, Subscriber
 from edge import config as cfg
 from edge.annotate import colour_for
 from edge.engine import Engine
+from edge.preview.frames import render
 from edge.preview.session import PreviewSession
 from edge.preview.terminal import TerminalView, format_lines
 from edge.runtime import RuntimeOptions
@@ -543,3 +544,46 @@ def test_mqtt_publishes_what_the_daemon_would(tmp_path: Path, broker: Broker) ->
     assert all(r["device"] == "pv" and r["camera"] == "desk" for r in results)
     assert results[0]["model"]["name"] == "shapes-classifier"
     assert stats["cameras"]["desk"]["inferred"] >= 5
+
+
+def test_the_annotated_frame_shows_zones_and_track_ids() -> None:
+    """With a zone configured, the preview's annotated frame outlines the zone and tags each
+    tracked object's box with its ``#id`` in the track's colour, under the box."""
+    zone = [[0.05, 0.05], [0.95, 0.05], [0.95, 0.95], [0.05, 0.95]]
+    config = cfg.validate(
+        {
+            "cameras": [
+                {"source": str(CLIP), "loop": True, "zones": [{"name": "all", "points": zone}]}
+            ]
+        }
+    )
+    session = PreviewSession(config, port=0, out=io.StringIO())
+    runner = threading.Thread(target=session.run, kwargs={"duration": 60})
+    runner.start()
+    try:
+        wait_until(
+            lambda: (
+                (item := session.latest.get("camera")) is not None
+                and item.tracked is not None
+                and any(t.box[3] < 0.85 for t in item.tracked.tracks)
+            ),
+            20,
+            "a tracked object with room for its tag under it",
+        )
+        item = session.latest.get("camera")
+        assert item is not None and item.tracked is not None
+        image = cv2.imdecode(np.frombuffer(render(item, 95), np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None
+        h, w = image.shape[:2]
+        # The zone's top edge, away from the objects: a white line.
+        row = image[round(0.05 * h), round(0.3 * w) : round(0.7 * w)]
+        assert (row.min(axis=1) > 200).mean() > 0.8
+        track = next(t for t in item.tracked.tracks if t.box[3] < 0.85)
+        x0, y1 = max(round(track.box[0] * w), 0), round(track.box[3] * h)
+        tag = image[y1 + 3 : y1 + 30, x0 : x0 + 20].reshape(-1, 3).astype(int)
+        near = np.abs(tag - np.array(colour_for(track.id))).max(axis=1) < 40
+        assert near.mean() > 0.3, (track, near.mean())
+    finally:
+        session.stop.set()
+        runner.join(20)
+    assert not runner.is_alive() and session.exit_code == 0

@@ -8,8 +8,10 @@ key is declared and a value checked is ``fields``. Everything public is importab
 
 from __future__ import annotations
 
-from edge.config.fields import Setting, computed, key, settings
+from edge.config.fields import Points, Setting, computed, key, settings
+from edge.config.homeassistant import HomeAssistantSettings
 from edge.config.loading import load, merge, read_toml, validate
+from edge.config.names import topic_name_problem
 from edge.config.reference import reference
 from edge.config.sections import (
     MAX_FRAME_SIDE,
@@ -20,8 +22,8 @@ from edge.config.sections import (
     ModelSettings,
     MqttConfig,
     default_device,
-    topic_name_problem,
 )
+from edge.config.tracking import TrackingSettings, ZoneSettings, points_problems
 
 __all__ = [
     "MAX_FRAME_SIDE",
@@ -29,14 +31,19 @@ __all__ = [
     "BudgetSettings",
     "CameraSettings",
     "Config",
+    "HomeAssistantSettings",
     "ModelSettings",
     "MqttConfig",
+    "Points",
     "Setting",
+    "TrackingSettings",
+    "ZoneSettings",
     "computed",
     "default_device",
     "key",
     "load",
     "merge",
+    "points_problems",
     "read_toml",
     "reference",
     "settings",

@@ -4,9 +4,10 @@ A key is a dataclass field made with :func:`key` (or :func:`computed`): its desc
 constraints go in the field's metadata, its type in the annotation. The type says what TOML
 value is accepted: ``str``, ``int``, ``float`` (an integer is taken too), ``bool``,
 ``tuple[str, ...]`` (a list of strings), a ``Literal`` (one of its values), ``tuple[Literal,
-...]`` (a list of its values), any of them ``| None`` (leaving the key out means unset: TOML
-cannot say null). A list key declared with ``many`` also takes a single string, read as a list
-of one. :func:`settings` resolves those annotations once per class.
+...]`` (a list of its values), :data:`Points` (a list of [x, y] pairs of numbers, the corners of
+a polygon), any of them ``| None`` (leaving the key out means unset: TOML cannot say null). A
+list key declared with ``many`` also takes a single string, read as a list of one.
+:func:`settings` resolves those annotations once per class.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from __future__ import annotations
 import functools
 import math
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, cast, get_args, get_origin, get_type_hints
 
 Check = Callable[[Any], str | None]
 Legacy = Callable[[Any], bool]
+
+# A polygon's corners, [[x, y], ...]: each key of this type has a ``check`` for the shape.
+Points = tuple[tuple[float, float], ...]
 
 _WANT = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
@@ -101,7 +105,13 @@ class Setting:
     @property
     def type_name(self) -> str:
         """The type in words, for the reference."""
-        name = "list of strings" if self.base is tuple else self.base.__name__
+        name = (
+            "list of strings"
+            if self.base is tuple
+            else "list of [x, y] points"
+            if self.base is list
+            else self.base.__name__
+        )
         if self.many:
             name = "string or list of strings"
         return f"{name}, optional" if self.optional else name
@@ -148,6 +158,8 @@ def _resolve(hint: Any) -> tuple[type, tuple[Any, ...], bool]:
     if get_origin(hint) is Literal:
         choices = get_args(hint)
         return type(choices[0]), choices, optional
+    if hint == Points:
+        return list, (), optional
     if get_origin(hint) is tuple:
         item = get_args(hint)[0]
         return tuple, get_args(item) if get_origin(item) is Literal else (), optional
@@ -164,9 +176,9 @@ def check_value(s: Setting, value: Any, path: str, problems: list[str], notes: l
         value = float(value)
     if s.many and isinstance(value, str):
         value = (value,)
-    accepted = (list, tuple) if s.base is tuple else (s.base,)
+    accepted = (list, tuple) if s.base in (tuple, list) else (s.base,)
     if not isinstance(value, accepted) or (isinstance(value, bool) and s.base is not bool):
-        want = "a list" if s.base is tuple else _WANT[s.base]
+        want = "a list" if s.base in (tuple, list) else _WANT[s.base]
         if s.many:
             want = "a string or a list of strings"
         problems.append(f"{path}: must be {want}, got {type(value).__name__} {value!r}")
@@ -174,6 +186,13 @@ def check_value(s: Setting, value: Any, path: str, problems: list[str], notes: l
     if isinstance(value, float) and not math.isfinite(value):
         problems.append(f"{path}: must be a finite number")
         return None
+    if s.base is list:
+        problem = s.check(value) if s.check is not None else None
+        if problem:
+            problems.append(f"{path}: {problem}")
+            return None
+        corners: list[Any] = list(cast(Iterable[Any], value))
+        return tuple((float(p[0]), float(p[1])) for p in corners)
     if isinstance(value, list | tuple):
         if not all(isinstance(v, str) for v in value):
             problems.append(f"{path}: must be a list of strings")

@@ -16,6 +16,7 @@ from typing import Any
 
 from edge.config.fields import check_value, settings
 from edge.config.sections import SECTIONS, CameraSettings, Config, MqttConfig
+from edge.config.tracking import ZoneSettings
 from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def validate(data: Mapping[str, Any], source: str = "") -> Config:
             problems.append(f"{name}: unknown key (known: {', '.join(sorted(known))})")
     top = _section(Config, dict(data), "", problems, notes, strict=False)
     sections = {
-        name: cls(**_section(cls, data.get(name, {}), name, problems, notes))
+        name: _build(cls, _section(cls, data.get(name, {}), name, problems, notes))
         for name, cls in SECTIONS.items()
     }
     cams_raw = data.get("cameras", [])
@@ -77,8 +78,11 @@ def validate(data: Mapping[str, Any], source: str = "") -> Config:
         problems.append("cameras: add at least one [[cameras]] table with a source")
         cams_raw = []
     cameras = []
-    for i, raw in enumerate(cams_raw):
+    for i, table in enumerate(cams_raw):
+        raw = {k: v for k, v in table.items() if k != "zones"} if isinstance(table, dict) else table
+        zones_raw = table.get("zones", []) if isinstance(table, dict) else []
         kwargs = _section(CameraSettings, raw, f"cameras[{i}]", problems, notes)
+        kwargs["zones"] = _zones(zones_raw, f"cameras[{i}].zones", problems, notes)
         # A camera without a source was reported as such; it still takes part in the checks
         # across cameras (its name), and the placeholder never leaves this function.
         cameras.append(CameraSettings(**{"source": "", **kwargs}))
@@ -89,6 +93,32 @@ def validate(data: Mapping[str, Any], source: str = "") -> Config:
     for note in notes:
         log.warning("%s%s", f"{source}: " if source else "", note)
     return Config(**top, **sections, cameras=tuple(cameras), source=source)
+
+
+def _build(cls: type, kwargs: dict[str, Any]) -> Any:
+    """``cls(**kwargs)``; a section that checks itself on construction and refuses is built
+    with its defaults instead, its problems having been reported by ``_section`` already."""
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        return cls()
+
+
+def _zones(data: Any, path: str, problems: list[str], notes: list[str]) -> tuple[ZoneSettings, ...]:
+    """A camera's ``[[cameras.zones]]`` tables; a zone with a problem is reported and left out."""
+    if not isinstance(data, list):
+        problems.append(f"{path}: must be a list of tables ([[cameras.zones]])")
+        return ()
+    out = []
+    for j, raw in enumerate(data):
+        before = len(problems)
+        kwargs = _section(ZoneSettings, raw, f"{path}[{j}]", problems, notes)
+        if len(problems) == before:
+            out.append(ZoneSettings(**kwargs))
+    names = [z.name for z in out]
+    for n in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{path}: zone name {n!r} is used more than once; names must be unique")
+    return tuple(out)
 
 
 def _cross_checks(cameras: list[CameraSettings], mqtt: Any, problems: list[str]) -> None:

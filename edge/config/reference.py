@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from edge.config.fields import settings
+from edge.config.homeassistant import HomeAssistantSettings
 from edge.config.sections import BudgetSettings, CameraSettings, Config, ModelSettings, MqttConfig
+from edge.config.tracking import TrackingSettings, ZoneSettings
 
 
 def reference() -> str:
@@ -11,7 +13,8 @@ def reference() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "Generated from `edge/config/sections.py` by `edge check-config --reference`; do not edit.",
+        "Generated from the schema (`edge/config/`) by `edge check-config --reference`; do not "
+        "edit.",
         "",
         "One TOML file (`edge run --config FILE`). Unknown keys are errors. "
         "`edge check-config FILE` validates a file and exits 0 or 78 listing every "
@@ -25,8 +28,11 @@ def reference() -> str:
         ("Top level", Config),
         ("[model]", ModelSettings),
         ("[[cameras]]", CameraSettings),
+        ("[[cameras.zones]]", ZoneSettings),
+        ("[tracking]", TrackingSettings),
         ("[mqtt]", MqttConfig),
         ("[budget]", BudgetSettings),
+        ("[homeassistant]", HomeAssistantSettings),
     ]
     for title, cls in tables:
         doc = (cls.__doc__ or "").split(":", 1)[-1].strip() if cls is not Config else ""

@@ -9,7 +9,6 @@ values are still read as unset (``legacy=``), with a warning.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,13 +27,13 @@ from edge.choices import (
     Task,
 )
 from edge.config.fields import computed, key, was
+from edge.config.homeassistant import HomeAssistantSettings
+from edge.config.names import topic_name_problem
+from edge.config.tracking import TrackingSettings, ZoneSettings
 
 # The largest frame side accepted: above every Pi camera sensor (HQ 4056, Camera Module 3 4608)
 # and 8K video; a larger request could only exhaust the Pi's memory.
 MAX_FRAME_SIDE = 8192
-
-# A device or camera name becomes one MQTT topic level.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 Qos = Literal[0, 1, 2]
 
@@ -52,17 +51,6 @@ def _negative(value: Any) -> bool:
 def _not_positive(value: Any) -> bool:
     """The old "0 or negative = the manifest's" of the NMS threshold."""
     return bool(-1.0 <= value <= 0.0)
-
-
-def topic_name_problem(value: Any) -> str | None:
-    """Why ``value`` cannot be a device or camera name (one MQTT topic level), or None."""
-    if not isinstance(value, str) or not _NAME.match(value):
-        return (
-            "must be 1-64 characters of letters, digits, '_', '-', '.', starting with a "
-            "letter or digit (it becomes an MQTT topic level: no '/', '+', '#', '$', "
-            "spaces or NUL)"
-        )
-    return None
 
 
 def _prefix_problem(value: Any) -> str | None:
@@ -292,6 +280,7 @@ class CameraSettings:
     reconnect_max_s: float = key(
         30.0, "Longest wait between reopening attempts.", min=0.01, max=3600.0
     )
+    zones: tuple[ZoneSettings, ...] = ()  # [[cameras.zones]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +412,8 @@ class Config:
     model: ModelSettings = ModelSettings()
     mqtt: MqttConfig = MqttConfig()
     budget: BudgetSettings = BudgetSettings()
+    tracking: TrackingSettings = TrackingSettings()
+    homeassistant: HomeAssistantSettings = HomeAssistantSettings()
     cameras: tuple[CameraSettings, ...] = ()
     source: str = ""  # the file this came from, for messages
 
@@ -438,4 +429,10 @@ class Config:
 
 
 # The tables of a configuration file besides [[cameras]], by name.
-SECTIONS: dict[str, type] = {"model": ModelSettings, "mqtt": MqttConfig, "budget": BudgetSettings}
+SECTIONS: dict[str, type] = {
+    "model": ModelSettings,
+    "mqtt": MqttConfig,
+    "budget": BudgetSettings,
+    "tracking": TrackingSettings,
+    "homeassistant": HomeAssistantSettings,
+}

@@ -14,12 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from edge.annotate import annotate, encode_jpeg
 from edge.output import ResultEvent
 from edge.slots import Entry, Newest
 from edge.stats import LatencyWindow, RateMeter
+from edge.trackevents import Overlay
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +34,17 @@ class Latest:
     event: ResultEvent
     version: int
     rate: RateMeter
+    tracked: Overlay | None = None  # zones and tracks as of this result, for a tracked camera
 
 
 class LatestResults:
     """The preview's pipeline listener: keeps a reference to the newest event per camera and
-    drops the older one. ``first`` is set at the first result of any camera."""
+    drops the older one. ``first`` is set at the first result of any camera. ``overlay``: what
+    tracking draws on a camera's frame (the tracking listener runs before this one)."""
 
-    def __init__(self) -> None:
-        self._slot: Newest[str, ResultEvent] = Newest()
+    def __init__(self, overlay: Callable[[str], Overlay | None] | None = None) -> None:
+        self.overlay = overlay
+        self._slot: Newest[str, tuple[ResultEvent, Overlay | None]] = Newest()
         self._rates: dict[str, RateMeter] = {}
         self.first = threading.Event()
 
@@ -49,11 +54,13 @@ class LatestResults:
         if rate is None:
             rate = self._rates.setdefault(event.camera, RateMeter())
         rate.tick(event.done_mono)
-        self._slot.put(event.camera, event)
+        tracked = self.overlay(event.camera) if self.overlay is not None else None
+        self._slot.put(event.camera, (event, tracked))
         self.first.set()
 
-    def _item(self, camera: str, entry: Entry[ResultEvent]) -> Latest:
-        return Latest(entry.value, entry.version, self._rates[camera])
+    def _item(self, camera: str, entry: Entry[tuple[ResultEvent, Overlay | None]]) -> Latest:
+        event, tracked = entry.value
+        return Latest(event, entry.version, self._rates[camera], tracked)
 
     def get(self, camera: str) -> Latest | None:
         entry = self._slot.get(camera)
@@ -80,7 +87,9 @@ def figures(item: Latest) -> str:
 
 def render(item: Latest, quality: int = 80) -> bytes:
     """The annotated frame of ``item`` as JPEG bytes (a few ms: call off the inference thread)."""
-    return encode_jpeg(annotate(item.event.frame.image, item.event.result, figures(item)), quality)
+    event = item.event
+    image = annotate(event.frame.image, event.result, figures(item), item.tracked)
+    return encode_jpeg(image, quality)
 
 
 @dataclass(frozen=True, slots=True)

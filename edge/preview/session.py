@@ -24,7 +24,7 @@ from edge.annotate import annotate
 from edge.config import Config
 from edge.errors import ConfigError, SourceError
 from edge.output import ResultListener
-from edge.pipeline import Pipeline
+from edge.pipeline import Pipeline, new_boot_id
 from edge.preview import SNAPSHOT_TIMEOUT_S
 from edge.preview.frames import Encoder, Latest, LatestResults, Streams, figures, render
 from edge.preview.server import PreviewServer
@@ -33,6 +33,8 @@ from edge.runner import Runner
 from edge.sinks.mqtt import MqttSink
 from edge.sinks.publisher import Publisher
 from edge.sinks.start import start_sink
+from edge.sinks.tracks import TrackListener, TrackSink, plan
+from edge.trackevents import Overlay
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def is_loopback(host: str) -> bool:
 def write_snapshot(path: Path, item: Latest, quality: int = 90) -> None:
     """Write the annotated frame of ``item`` to ``path`` (JPEG or PNG by suffix), atomically."""
     if path.suffix.lower() == ".png":
-        image = annotate(item.event.frame.image, item.event.result, figures(item))
+        image = annotate(item.event.frame.image, item.event.result, figures(item), item.tracked)
         ok, buf = cv2.imencode(".png", image)
         if not ok:
             raise ValueError("PNG encoding failed")
@@ -66,6 +68,17 @@ def write_snapshot(path: Path, item: Latest, quality: int = 90) -> None:
         raise ConfigError(
             f"--snapshot {path}: cannot write it: {exc.strerror}; check the folder exists"
         ) from exc
+
+
+class _NoTrackSink:
+    """Where the preview's track events and states go without --mqtt: nowhere (only the
+    frames show the tracks)."""
+
+    def publish_event(self, camera: str, payload: bytes) -> None:
+        pass
+
+    def publish_state(self, camera: str, payload: bytes) -> None:
+        pass
 
 
 class PreviewSession:
@@ -132,7 +145,8 @@ class PreviewSession:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _build(self, serve: bool) -> None:
-        listeners: list[ResultListener] = [self.latest]
+        boot_id = new_boot_id()
+        sink: TrackSink = _NoTrackSink()
         if serve:
             self.server = PreviewServer(
                 self.host,
@@ -143,16 +157,27 @@ class PreviewSession:
                 self.stats,
                 self.quality,
             )
+        publisher: list[ResultListener] = []
         if self.mqtt:
             self._start_mqtt()
-            assert self.publisher is not None
-            listeners.append(self.publisher)
-        self.pipeline = Pipeline(self.config, listeners)
+            assert self.publisher is not None and self.sink is not None
+            publisher.append(self.publisher)
+            sink = self.sink
+        # Tracking runs first, so the preview and snapshots draw this result's tracks.
+        tracks = TrackListener(sink, self.config.device, boot_id)
+        self.latest.overlay = tracks.overlay
+        listeners: list[ResultListener] = [tracks, self.latest, *publisher]
+        self.pipeline = Pipeline(self.config, listeners, boot_id=boot_id)
+        tracks.configure(plan(self.config, self.pipeline.engines))
+
+    def _overlay(self, camera: str) -> Overlay | None:
+        overlay = self.latest.overlay
+        return overlay(camera) if overlay is not None else None
 
     def _start_mqtt(self) -> None:
         # The daemon's own sink, so --mqtt publishes exactly what edge run would.
         self.sink = start_sink(self.config)
-        self.publisher = Publisher(self.sink, self.config.mqtt)
+        self.publisher = Publisher(self.sink, self.config.mqtt, overlay=self._overlay)
 
     def run(
         self, duration: float | None = None, snapshot: Path | None = None, terminal: bool = False

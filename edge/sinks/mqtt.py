@@ -3,11 +3,14 @@ the sink. Topics, under ``<prefix>/<device>/``: ``status`` (retained: ``online``
 ``stopped`` on a clean close, ``offline`` as Last Will), ``<camera>/result`` (one JSON result per
 inference, at ``qos``, through the durable ``Outbox``), ``stats`` (QoS 0, retained) and
 ``<camera>/snapshot`` (JPEG, QoS 0); stats and snapshots are best-effort, dropped while
-disconnected. Producers call ``publish_*``, which never block; paho's network thread runs the
-callbacks of the connection (:mod:`edge.sinks.mqtt_client`), which only record events; the
-``edge-mqtt-outbox`` thread owns the Outbox and its SQLite file. Disk I/O therefore never runs on
-the inference thread (an SD-card fsync can take tens of milliseconds) nor on paho's thread (it
-would delay keepalives and acknowledgements), and one owner needs no lock around the Outbox.
+disconnected. Track events (``<camera>/events``) go through the Outbox like results; latest-value
+topics (``<camera>/state``, ``<camera>/detect/state``, discovery) and subscriptions (commands):
+:mod:`edge.sinks.mqtt_retained`. Producers call ``publish_*``, which never block; paho's network
+thread runs the callbacks of the connection (:mod:`edge.sinks.mqtt_client`), which only record
+events; the ``edge-mqtt-outbox`` thread owns the Outbox and its SQLite file. Disk I/O therefore
+never runs on the inference thread (an SD-card fsync can take tens of milliseconds) nor on
+paho's thread (it would delay keepalives and acknowledgements), and one owner needs no lock
+around the Outbox.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from edge.sinks.mqtt_client import Connection, LinkEvent
 from edge.sinks.mqtt_inflight import InflightWindow
 from edge.sinks.mqtt_intake import Intake
 from edge.sinks.mqtt_refusals import Quarantine
+from edge.sinks.mqtt_retained import Handler, Retained, Subscriptions
 from edge.sinks.mqtt_settings import MqttSettings
 from edge.sinks.mqtt_spool import Spooler
 from edge.sinks.mqtt_throttle import Throttle
@@ -82,12 +86,15 @@ class MqttSink:
         self._close_deadline = 0.0
         self._throttle = Throttle()
         self._wake = threading.Event()  # wakes the outbox thread
+        self._retained = Retained()
+        self._subscriptions = Subscriptions()
         self._link = Connection(
             settings,
             will_topic=self._status_topic,
             on_up=self._on_link_up,
             push=self._push,
             throttle=self._throttle,
+            on_message=self._subscriptions.dispatch,
         )
         self._quarantine = Quarantine(settings.username, self._throttle)
         # Producer threads -> outbox thread.
@@ -138,6 +145,27 @@ class MqttSink:
         A payload over ``max_payload_bytes`` is refused, logged and counted in ``oversize``.
         Raises ConfigError for a camera name that is not a valid topic level."""
         self._intake.put(camera, payload)
+
+    def publish_event(self, camera: str, payload: bytes) -> None:
+        """Queue one track event for ``<prefix>/<device>/<camera>/events``: durable like a
+        result (same outbox, same order, same limits), at QoS 1 or ``qos`` if higher, not
+        retained. Thread-safe, non-blocking."""
+        self._intake.put(camera, payload, "events")
+
+    def publish_state(self, camera: str, payload: bytes) -> None:
+        """Set the retained ``<prefix>/<device>/<camera>/state`` (see :meth:`retain`)."""
+        self.retain(self._intake.topic(camera, "state"), payload)
+
+    def retain(self, topic: str, payload: bytes, force: bool = False) -> None:
+        """Set ``topic``'s retained value (QoS 0): published now if connected (an unchanged
+        value only with ``force``) and again on every reconnect; empty clears it
+        (:mod:`edge.sinks.mqtt_retained`). Any thread."""
+        self._retained.set(topic, payload, force)
+
+    def subscribe(self, topic_filter: str, handler: Handler) -> None:
+        """Subscribe to ``topic_filter`` on every connect; ``handler(topic, payload)`` runs on
+        paho's thread for each message and must return quickly. Any thread."""
+        self._subscriptions.add(topic_filter, handler)
 
     def publish_stats(self, payload: bytes) -> None:
         """Publish ``<prefix>/<device>/stats`` (QoS 0, retained) if connected; else drop it."""
@@ -278,13 +306,19 @@ class MqttSink:
     def _on_link_up(self, client: mqtt.Client) -> None:
         """The broker accepted a connection: take back what paho still holds from the last one
         (the outbox re-sends it, in order and at most ``inflight`` at a time; paho would send it
-        all at once, #492), then announce ``online`` and the details."""
+        all at once, #492), then announce ``online``, the details and the retained values,
+        and subscribe."""
         client.drop_out_messages()
         client.publish(self._status_topic, "online", qos=1, retain=True)
         if self._details is not None:
             client.publish(self._details_topic, self._details, qos=1, retain=True)
+        self._retained.link_up(client)
+        self._subscriptions.link_up(client)
 
     def _push(self, event: LinkEvent) -> None:
+        if event.kind == "down":
+            self._retained.link_down()
+            self._subscriptions.link_down()
         self._events.append(event)
         self._wake.set()
 

@@ -115,10 +115,11 @@ class Connection:
     Will (``offline``, retained).
 
     ``on_up(client)`` runs on paho's thread when the broker accepts a connection, before the
-    ``up`` event; ``push(event)`` receives every LinkEvent, on paho's thread. ``open`` and
-    ``connect`` run on the owner's thread at start; ``seen``, ``fallback_due`` and ``fall_back``
-    on the thread that consumes the events; ``close`` after that thread has ended. ``client``,
-    ``up`` and the counters may be read from any thread.
+    ``up`` event; ``push(event)`` receives every LinkEvent, on paho's thread;
+    ``on_message(topic, payload)`` every message of the owner's subscriptions, on paho's thread.
+    ``open`` and ``connect`` run on the owner's thread at start; ``seen``, ``fallback_due`` and
+    ``fall_back`` on the thread that consumes the events; ``close`` after that thread has
+    ended. ``client``, ``up`` and the counters may be read from any thread.
 
     Protocol fall-back (``protocol = "5"``): the connection switches to MQTT 3.1.1 when the
     broker refuses 5 in its CONNACK, or when, before any MQTT 5 session succeeded, a TCP
@@ -133,6 +134,7 @@ class Connection:
         on_up: Callable[[mqtt.Client], None],
         push: Callable[[LinkEvent], None],
         throttle: Throttle,
+        on_message: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.settings = settings
         self.client: mqtt.Client | None = None
@@ -147,6 +149,7 @@ class Connection:
         self._connack_timeout_s = 10.0
         self._will_topic = will_topic
         self._on_up = on_up
+        self._on_message = on_message
         self._push = push
         self._throttle = throttle
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
@@ -239,6 +242,7 @@ class Connection:
         client.on_connect_fail = self._cb_connect_fail
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
+        client.on_message = self._cb_message
         return client
 
     def _connect(self, client: mqtt.Client) -> None:
@@ -280,6 +284,10 @@ class Connection:
         self, client: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _props: Any
     ) -> None:
         self._guard("on_publish", self._on_publish, client, mid, reason)
+
+    def _cb_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if self._on_message is not None and client is self.client:
+            self._guard("on_message", self._on_message, msg.topic, msg.payload)
 
     def _on_socket_open(self, client: mqtt.Client, sock: Any) -> None:
         # paho never sets TCP_NODELAY; without it Nagle holds small publishes back (measured on

@@ -103,7 +103,7 @@ class InflightWindow:
                 self.dropped_refused += 1
                 continue
             try:
-                info = client.publish(entry.topic, entry.payload, s.qos, s.result_retain)
+                info = client.publish(entry.topic, entry.payload, *s.delivery(entry.topic))
             except ValueError as exc:  # a topic or payload MQTT cannot carry: never retry it
                 ob.ack(entry.seq)
                 self.rejected += 1

@@ -1,4 +1,5 @@
-"""The producer side of the MQTT sink: results handed over from any thread, never blocking.
+"""The producer side of the MQTT sink: results (and track events, which travel the same way)
+handed over from any thread, never blocking.
 
 ``Intake.put`` builds the camera's topic once (checking the name as a topic level), refuses
 and counts a payload over ``max_payload_bytes``, counts and drops a result whose topic is
@@ -62,9 +63,10 @@ class Intake:
             topic = self._topics.setdefault((camera, kind), f"{base}/{camera}/{kind}")
         return topic
 
-    def put(self, camera: str, payload: bytes) -> None:
-        """Hand over one result of ``camera`` (see the module doc)."""
-        topic = self.topic(camera, "result")
+    def put(self, camera: str, payload: bytes, kind: str = "result") -> None:
+        """Hand over one message of ``camera`` for ``<camera>/<kind>`` (a result, or
+        ``events``) (see the module doc)."""
+        topic = self.topic(camera, kind)
         if self.closed:
             if (n := self._throttle.ready("closed")) is not None:
                 log.warning("result for %s ignored: the MQTT sink is closed (+%d)", camera, n)

@@ -217,6 +217,13 @@ class MqttSettings:
         """``<prefix>/<device>``; every topic this device publishes is below it."""
         return f"{self.prefix}/{self.device}"
 
+    def delivery(self, topic: str) -> tuple[int, bool]:
+        """(QoS, retain) of a message from the outbox on ``topic``: results at ``qos`` and
+        ``result_retain``; track events (``.../events``) at least at QoS 1, never retained."""
+        if topic.endswith("/events"):
+            return max(1, self.qos), False
+        return self.qos, self.result_retain
+
     @property
     def uses_tls(self) -> bool:
         return self.tls or any(p is not None for p in (self.tls_ca, self.tls_cert, self.tls_key))

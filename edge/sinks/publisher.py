@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from edge.config import MqttConfig
 from edge.output import ResultEvent, payload
 from edge.sinks import Sink
 from edge.slots import Newest
+from edge.trackevents import Overlay
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +27,24 @@ class Publisher:
     Snapshots: at most one per camera per ``snapshot_interval``, only for results with
     detections or segments, encoded on the ``snapshot`` thread; a job not yet taken when the
     next is due is replaced by it (newest wins), so a slow encoder never queues frames.
+    ``overlay(camera)``: what tracking draws on a snapshot of that camera (zones, track ids),
+    read when the job is made (the tracking listener runs before this one).
     """
 
-    def __init__(self, sink: Sink, settings: MqttConfig) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        settings: MqttConfig,
+        overlay: Callable[[str], Overlay | None] | None = None,
+    ) -> None:
         self.sink = sink
         self.settings = settings
+        self._overlay = overlay
         self._last_labels: dict[str, frozenset[str]] = {}
         self._last_sent: dict[str, float] = {}
         self._last_snapshot: dict[str, float] = {}
         self.suppressed = 0
-        self._jobs: Newest[str, tuple[ResultEvent, str]] = Newest()
+        self._jobs: Newest[str, tuple[ResultEvent, str, Overlay | None]] = Newest()
         self._taken = 0  # the version of the last job the snapshot thread took
         self._snap_thread: threading.Thread | None = None
         if settings.snapshot:
@@ -71,7 +81,8 @@ class Publisher:
             if now - last >= self.settings.snapshot_interval:
                 self._last_snapshot[camera] = now
                 figures = f"{camera} #{event.seq} {result.timings.invoke_ms:.1f} ms"
-                self._jobs.put(_JOB, (event, figures))
+                overlay = self._overlay(camera) if self._overlay is not None else None
+                self._jobs.put(_JOB, (event, figures, overlay))
 
     def pending_snapshot(self) -> bool:
         """Whether a snapshot job waits for the snapshot thread to take it."""
@@ -87,9 +98,9 @@ class Publisher:
                 return  # closed
             entry = newer[_JOB]
             self._taken = entry.version
-            event, figures = entry.value
+            event, figures, overlay = entry.value
             try:
-                image = annotate(event.frame.image, event.result, figures)
+                image = annotate(event.frame.image, event.result, figures, overlay)
                 self.sink.publish_snapshot(event.camera, encode_jpeg(image))
             except Exception:
                 log.exception("snapshot for %s failed", event.camera)
