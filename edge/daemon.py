@@ -34,6 +34,7 @@ from edge.notify import Notifier
 from edge.pipeline import Pipeline, new_boot_id
 from edge.runner import Runner
 from edge.runtime import RuntimeOptions, failover
+from edge.sinks.current import CurrentSink
 from edge.sinks.discovery import Discovery, device_spec
 from edge.sinks.mqtt import MqttSink
 from edge.sinks.mqtt_settings import MqttSettings
@@ -45,34 +46,6 @@ from edge.topics import DeviceTopics
 log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL_S = 0.0005
-
-
-class _CurrentSink:
-    """The sink the publisher and the tracking listener send through: whichever sink the
-    daemon holds now (a reload may replace it while they stay)."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
-
-    def publish_result(self, camera: str, payload: bytes) -> None:
-        sink = self._daemon.sink
-        if sink is not None:
-            sink.publish_result(camera, payload)
-
-    def publish_snapshot(self, camera: str, jpeg: bytes) -> None:
-        sink = self._daemon.sink
-        if sink is not None:
-            sink.publish_snapshot(camera, jpeg)
-
-    def publish_event(self, camera: str, payload: bytes) -> None:
-        sink = self._daemon.sink
-        if sink is not None:
-            sink.publish_event(camera, payload)
-
-    def publish_state(self, camera: str, payload: bytes) -> None:
-        sink = self._daemon.sink
-        if sink is not None:
-            sink.publish_state(camera, payload)
 
 
 _EngineKey = tuple[str, RuntimeOptions, Overrides]
@@ -111,7 +84,7 @@ class Daemon:
         self.settings: MqttSettings | None = None
         self.publisher: Publisher | None = None
         self.pipeline: Pipeline | None = None
-        self.tracks = TrackListener(_CurrentSink(self), config.device, self.boot_id)
+        self.tracks = TrackListener(CurrentSink(lambda: self.sink), config.device, self.boot_id)
         self.control = DetectControl(
             DeviceTopics(f"{config.mqtt.prefix}/{config.device}"), config.state_path()
         )
@@ -144,7 +117,9 @@ class Daemon:
 
         checked = preflight.check(config, load=load)
         engines = {(ref, options, post): e for ref, e in checked.engines.items()}
-        publisher = Publisher(_CurrentSink(self), config.mqtt, overlay=self.tracks.overlay)
+        publisher = Publisher(
+            CurrentSink(lambda: self.sink), config.mqtt, overlay=self.tracks.overlay
+        )
         try:
             pipeline = Pipeline(
                 config,

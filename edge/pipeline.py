@@ -16,11 +16,9 @@ not block: they keep the event and do slow work (network, JPEG) on their own thr
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,186 +26,18 @@ import numpy as np
 
 from edge.capture import CaptureThread
 from edge.config import CameraSettings, Config
-from edge.engine import Engine, Invocation, Overrides
+from edge.engine import Engine, Overrides
 from edge.frame import Frame
-from edge.motion import MotionGate
-from edge.output import FanOut, ResultEvent, ResultListener
+from edge.output import FanOut, ResultListener
 from edge.runtime import RuntimeOptions, failover
 from edge.slots import FrameSlots, Job
 from edge.sources import from_camera, lossless
-from edge.stats import Counters, LatencyWindow, RateMeter
 from edge.system import cpu_seconds, cpu_temperature_c, rss_mb
+from edge.workers import CameraState, InferenceWorker, ResultWorker
 
 log = logging.getLogger(__name__)
 
-STAGES = ("queue", "preprocess", "invoke", "postprocess", "e2e")
-COUNTERS = (
-    "captured",
-    "dropped",
-    "dropped_backpressure",
-    "skipped_latency",
-    "skipped_motion",
-    "skipped_paused",
-    "inferred",
-    "errors",
-)
 BACKPRESSURE_POLL_S = 0.02  # how often a held-back lossless source looks for room again
-
-
-class CameraState:
-    """Everything the pipeline tracks for one camera; read by stats from other threads."""
-
-    def __init__(self, settings: CameraSettings, model: str) -> None:
-        self.settings = settings
-        self.name = settings.name
-        self.model = model
-        self.counters = Counters(*COUNTERS)
-        self.latency = {s: LatencyWindow() for s in STAGES}
-        self.fps_in = RateMeter()
-        self.fps_out = RateMeter()
-        self.seq = 0  # results produced; the result thread is the only writer
-        self.capture: CaptureThread | None = None
-        self.motion = MotionGate(settings.motion_threshold, settings.motion_max_skip_s)
-        # Input tensors free for the capture thread to fill (deque: thread-safe append/pop).
-        self.spare: deque[np.ndarray] = deque()
-
-    def stats(self) -> dict[str, Any]:
-        cap = self.capture.status() if self.capture is not None else {}
-        return {
-            "model": self.model,
-            "source_state": cap.get("state", "stopped"),
-            "reopens": cap.get("reopens", 0),
-            "stale": cap.get("stale", 0),
-            "last_error": cap.get("last_error") or None,
-            "fps_in": self.fps_in.rate(),
-            "fps_out": self.fps_out.rate(),
-            **self.counters.snapshot(),
-            "latency_ms": {s: w.percentiles() for s, w in self.latency.items()},
-        }
-
-
-class InferenceWorker(threading.Thread):
-    """Owns one Engine's interpreter; serves the cameras that share its model until ``stop`` is
-    set. It only copies a tensor in, invokes and copies the outputs out: decoding and the
-    listeners run on its :class:`ResultWorker`, overlapping the next invoke."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        cameras: dict[str, CameraState],
-        slots: FrameSlots,
-        results: ResultWorker,
-        latency_ms: float,
-        stop: threading.Event,
-    ) -> None:
-        super().__init__(name=f"infer-{engine.name}", daemon=True)
-        self.engine = engine
-        self.cameras = cameras
-        self.slots = slots
-        self.results = results
-        self.latency_ms = latency_ms
-        self.stop_event = stop
-        self.handled = 0  # jobs taken (inferred or skipped): half of the watchdog's heartbeat
-
-    def run(self) -> None:
-        try:
-            while not self.stop_event.is_set():
-                job = self.slots.take(timeout=0.25)
-                if job is None:
-                    continue
-                try:
-                    self._handle(job)
-                except Exception:  # one bad frame must not stop the camera
-                    log.exception("inference failed on a frame from %s", job.frame.source)
-                    self.cameras[job.frame.source].counters.add("errors")
-                finally:
-                    # The interpreter copied the tensor: it can take the next frame.
-                    self.cameras[job.frame.source].spare.append(job.tensor)
-                    self.handled += 1
-                    self.slots.done()  # after handing on, so finished() sees one or the other
-        finally:
-            self.results.close()
-
-    def _handle(self, job: Job) -> None:
-        cam = self.cameras[job.frame.source]
-        waited_ms = (time.monotonic() - job.frame.ts_mono) * 1000
-        if self.latency_ms and waited_ms > self.latency_ms:
-            cam.counters.add("skipped_latency")
-            return
-        raw = self.engine.run_prepared(job.tensor)
-        self.results.put(job, raw, waited_ms)
-
-
-class ResultWorker(threading.Thread):
-    """Turns one inference thread's outputs into results, in order: decodes them, numbers them
-    per camera (``seq``), keeps the latency windows and hands each, as a ResultEvent, to the
-    listener (a FanOut of the pipeline's listeners). A short queue separates it from
-    inference; when it is full, inference waits rather than lose a result."""
-
-    QUEUE = 4
-
-    def __init__(
-        self,
-        engine: Engine,
-        cameras: dict[str, CameraState],
-        listener: ResultListener,
-        device: str,
-        boot_id: str,
-    ) -> None:
-        super().__init__(name=f"results-{engine.name}", daemon=True)
-        self.engine = engine
-        self.cameras = cameras
-        self.listener = listener
-        self.device = device
-        self.boot_id = boot_id
-        self._queue: queue.Queue[tuple[Job, Invocation, float] | None] = queue.Queue(self.QUEUE)
-
-    def put(self, job: Job, raw: Invocation, waited_ms: float) -> None:
-        self._queue.put((job, raw, waited_ms))
-
-    def close(self) -> None:
-        """No more results: the thread ends once it has handled those already queued."""
-        self._queue.put(None)
-
-    def idle(self) -> bool:
-        """Nothing queued and nothing being handled."""
-        return self._queue.unfinished_tasks == 0
-
-    def run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                job, raw, waited_ms = item
-                try:
-                    self._handle(job, raw, waited_ms)
-                except Exception:
-                    log.exception("decoding a result from %s failed", job.frame.source)
-                    self.cameras[job.frame.source].counters.add("errors")
-            finally:
-                self._queue.task_done()
-
-    def _handle(self, job: Job, raw: Invocation, waited_ms: float) -> None:
-        frame = job.frame
-        cam = self.cameras[frame.source]
-        result = self.engine.decode(
-            raw, job.transform, frame.image.shape, job.preprocess_ms, cam.name, frame.index
-        )
-        cam.seq += 1
-        cam.counters.add("inferred")
-        cam.fps_out.tick()
-        event = ResultEvent(
-            self.device, cam.name, cam.seq, self.boot_id, frame, result, time.monotonic()
-        )
-        t = result.timings
-        lat = cam.latency
-        lat["queue"].add(waited_ms)
-        lat["preprocess"].add(t.preprocess_ms)
-        lat["invoke"].add(t.invoke_ms)
-        lat["postprocess"].add(t.postprocess_ms)
-        lat["e2e"].add(event.e2e_ms)
-        self.listener.on_result(event)
 
 
 def new_boot_id() -> str:

@@ -10,8 +10,8 @@ import numpy as np
 from edge.config import CameraSettings
 from edge.frame import Frame
 from edge.motion import MotionGate
-from edge.pipeline import CameraState
 from edge.scene import MovingScene
+from edge.workers import CameraState
 
 
 def scene(seed: int) -> np.ndarray:
