@@ -5,7 +5,8 @@ three programs in fresh processes, one after the other and in a rotating order e
 
 - ``bare``: only ai-edge-litert and the model, calling ``invoke()`` on a zero input, no camera,
   no MQTT (the floor for memory, the ceiling for speed);
-- ``daemon``: ``python -m edge run`` on the synthetic source, publishing every result at QoS 1;
+- ``daemon``: ``edge run`` (started as the console script does) on the synthetic source,
+  publishing every result at QoS 1;
 - ``naive``: scripts/naive_loop.py, the one-thread loop (capture, ``cv2.resize``, ``invoke``,
   ``json.dumps``, paho ``publish`` at QoS 1) on the same pictures at the same size.
 
@@ -18,13 +19,16 @@ private memory (Private_Clean + Private_Dirty from /proc/PID/smaps_rollup: pages
 process maps) sampled 1.5 s before the end of the run; and start → first result (from spawning
 the process to the first result at the subscriber; for ``bare``, to its first ``invoke()``).
 Then the daemon's start → first result with the bundled detector, paced at 30 fps like a camera,
-and one verdict line per target of the "lean" goal.
+and one verdict line per target of the "lean" goal. CPU ms/result is the process's user + system
+time (all threads) per result over the steady part of the run: the work each program does, which
+the machine's load changes far less than it changes throughput.
 
     python scripts/bench_lean.py [--seconds 7] [--rounds 3] [--model mobilenet-v2-bench]
                                  [--detector shapes-detector] [--starts 5]
 
-The default run takes about three minutes. Throughput ratios move with the machine's load
-(printed at the start and the end); memory does not.
+The default run takes about three minutes. It first compiles edge's bytecode, as installing the
+package does. Throughput ratios move with the machine's load (printed at the start and the end);
+memory does not.
 """
 
 from __future__ import annotations
@@ -265,7 +269,8 @@ def main() -> None:
         )
         print(f"\nsource {size[0]}x{size[1]} ({where}):")
         print(
-            "  program   results/s  ÷ bare   RSS MiB  (+ bare)  private MiB  start → first result"
+            "  program   results/s  ÷ bare   RSS MiB  + bare  private MiB  start → first"
+            "  CPU ms/result"
         )
         bare = rows["bare"]
         for program in PROGRAMS:
@@ -274,9 +279,9 @@ def main() -> None:
             rss = med(s.rss for s in samples)
             print(
                 f"  {program:8s} {med(s.rate for s in samples):9.1f}  {med(ratios):6.3f}  "
-                f"{rss:8.1f}  {rss - med(b.rss for b in bare):+8.1f}  "
-                f"{med(s.private for s in samples):11.1f}  {med(s.first_s for s in samples):8.3f} s"
-                f"  {med(s.cpu_ms for s in samples):21.2f}"
+                f"{rss:8.1f}  {rss - med(b.rss for b in bare):+6.1f}  "
+                f"{med(s.private for s in samples):11.1f}  "
+                f"{med(s.first_s for s in samples):11.3f} s  {med(s.cpu_ms for s in samples):13.2f}"
             )
         ratios = [d.rate / n.rate for d, n in zip(rows["daemon"], rows["naive"], strict=True)]
         print(

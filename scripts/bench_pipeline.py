@@ -4,7 +4,7 @@ Runs the real daemon (`python -m edge run`) on the synthetic source with the ben
 one interpreter thread, publishing to a real mosquitto on a free loopback port, with a
 subscriber timing each result's arrival. The source delivers frames at the model's input size,
 as the Pi camera's ``lores`` stream does (the ISP resizes, so neither the CPU nor OpenCV does);
-a third run at 640x480, where the daemon resizes with OpenCV, is reported for comparison.
+a third run at 640x480, where the daemon resizes each frame itself, is reported for comparison.
 In the unpaced (throughput) runs the subscriber takes only the stats topic, so that parsing 250
 results a second on the same two cores is not charged to the daemon; every result is still
 published at QoS 1 and acknowledged by the broker. Prints:
@@ -199,7 +199,7 @@ def main() -> None:
     vga_rate = float(vga.stats["cameras"]["cam"]["fps_out"])
     vga_rss = float(vga.stats["rss_mb"])
     print(
-        "for comparison, a 640x480 source (the daemon resizes with OpenCV, which it then loads): "
+        "for comparison, a 640x480 source (the daemon resizes each frame to the model): "
         f"throughput {vga_rate / vga_bare[0]:.3f} of bare, RSS {vga_rss:.1f} MiB "
         f"(+{vga_rss - vga_bare[1]:.1f} MiB), anonymous +{vga.anon - vga_bare[2]:.1f} MiB"
     )
