@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # numpy's BLAS never does edge's heavy lifting (the TFLite runtime does), but OpenBLAS starts
+    # a worker thread per extra core when numpy is imported, and it spins for a while: on a
+    # two-core board that takes a core from the imports and the model load (about 0.1 s of CPU
+    # before the daemon's first result here). Before any command imports numpy; an explicit
+    # setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
