@@ -18,7 +18,6 @@ to one thread at a time; ``decode`` may run on another one meanwhile.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -279,6 +278,8 @@ class Engine:
         unknown = sorted(allow - known)
         if not unknown:
             return
+        import difflib  # only for this message: the daemon does not load it otherwise
+
         close = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
         hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
         ids = range(self.postprocessor.classes or 0) or sorted(self.postprocessor.names)

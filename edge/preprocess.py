@@ -3,9 +3,12 @@
 A :class:`Preprocessor` is built once per model input. Resizing (``stretch``, ``letterbox``,
 ``crop``), colour order and normalization are planned per source frame size and cached, so the hot
 path only runs kernels into buffers made at load time and writes the last step straight into the
-interpreter's input tensor. OpenCV does the resizing and greyscale conversion and is imported only
-when a frame needs them: a source that already delivers frames at the model's input size (the
-Pi camera's ``lores`` stream, sized by the ISP) is fed with numpy alone. Normalization
+interpreter's input tensor. A source that already delivers frames at the model's input size (the
+Pi camera's ``lores`` stream, sized by the ISP) is fed with numpy alone. Bilinear resizing (the
+``linear`` interpolation every bundled model uses) runs in numpy too (:mod:`edge.resize`, equal
+bit for bit to OpenCV's), unless OpenCV is loaded already, for an OpenCV camera source or
+snapshots, when its faster kernel gives the same pixels; the other interpolations and the
+greyscale conversion import OpenCV when a frame needs them. Normalization
 ``(x - mean) / std`` and the input tensor's quantization ``q = x / scale + zero_point`` are folded
 into one 256-entry lookup table per channel, applied in a single pass (skipped when it is the
 identity).
@@ -16,12 +19,14 @@ back to coordinates normalized to the source frame, so boxes are always reported
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from edge.choices import RESIZE_MODES
 from edge.errors import ModelError
+from edge.resize import LinearResize
 
 COLOR_ORDERS = ("rgb", "bgr", "gray")
 # interpolation name → OpenCV flag (cv2.INTER_LINEAR, INTER_NEAREST, INTER_AREA)
@@ -138,6 +143,7 @@ class _Plan:
 
     crop: tuple[slice, slice] | None
     resize_to: tuple[int, int] | None  # (w, h) for cv2.resize, None when already the right size
+    resizer: LinearResize | None  # numpy bilinear resizing, when OpenCV was not loaded for it
     resized: np.ndarray | None  # resize destination (a view into canvas when letterboxing)
     canvas: np.ndarray | None  # letterbox canvas, padding painted once
     convert: str | None  # "rgb" (swap BGR), "gray" (BGR→grey), "expand" (grey→3), None: as is
@@ -202,7 +208,9 @@ class Preprocessor:
         dst = out[0] if out.ndim == 4 else out
         img = image if plan.crop is None else image[plan.crop]
         if plan.resized is not None:
-            if plan.resize_to is not None:
+            if plan.resizer is not None:
+                plan.resizer(img, plan.resized)
+            elif plan.resize_to is not None:
                 import cv2
 
                 cv2.resize(img, plan.resize_to, dst=plan.resized, interpolation=self._interp)
@@ -275,13 +283,29 @@ class Preprocessor:
             resized = canvas[py : py + nh, px : px + nw]  # resize straight into the canvas
         elif have != want:
             resized = np.empty((H, W, *chan), np.uint8)
+        resizer = None
+        if have != want and self.config.interpolation == "linear" and not opencv_loaded():
+            # Same pixels as cv2.resize: OpenCV is not loaded just to scale frames.
+            resizer = LinearResize((have[1], have[0], *chan), want)
         convert = _conversion(src_channels, self.color)
         converted = None
         if convert == "gray" and self._lut is not None:
             converted = np.empty((H, W), np.uint8)
         return _Plan(
-            crop, want if have != want else None, resized, canvas, convert, converted, transform
+            crop,
+            want if have != want else None,
+            resizer,
+            resized,
+            canvas,
+            convert,
+            converted,
+            transform,
         )
+
+
+def opencv_loaded() -> bool:
+    """Whether this process has imported OpenCV already (then its resize is the faster one)."""
+    return "cv2" in sys.modules
 
 
 def _plane(a: np.ndarray) -> np.ndarray:

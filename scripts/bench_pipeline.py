@@ -4,7 +4,7 @@ Runs the real daemon (`python -m edge run`) on the synthetic source with the ben
 one interpreter thread, publishing to a real mosquitto on a free loopback port, with a
 subscriber timing each result's arrival. The source delivers frames at the model's input size,
 as the Pi camera's ``lores`` stream does (the ISP resizes, so neither the CPU nor OpenCV does);
-a third run at 640x480, where the daemon resizes with OpenCV, is reported for comparison.
+a third run at 640x480, where the daemon resizes each frame itself, is reported for comparison.
 In the unpaced (throughput) runs the subscriber takes only the stats topic, so that parsing 250
 results a second on the same two cores is not charged to the daemon; every result is still
 published at QoS 1 and acknowledged by the broker. Prints:
@@ -38,16 +38,15 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.engine import Engine
-from edge.models import resolve
 from edge.stats import percentile
 
 BARE = """
-import sys, time, numpy as np
+import json, sys, time, numpy as np
 from ai_edge_litert.interpreter import Interpreter
 i = Interpreter(model_path=sys.argv[1], num_threads=1); i.allocate_tensors()
 d = i.get_input_details()[0]
 i.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+i.invoke(); first = time.time()
 for _ in range(20): i.invoke()
 n = 0; t0 = time.perf_counter()
 while time.perf_counter() - t0 < float(sys.argv[2]):
@@ -55,7 +54,8 @@ while time.perf_counter() - t0 < float(sys.argv[2]):
 rate = n / (time.perf_counter() - t0)
 lines = open("/proc/self/smaps_rollup").read().splitlines()[1:]
 mem = {l.split(":")[0]: int(l.split()[1]) for l in lines}
-print(rate, mem["Rss"] / 1024, mem["Anonymous"] / 1024)
+print(json.dumps({"rate": rate, "rss": mem["Rss"] / 1024, "anon": mem["Anonymous"] / 1024,
+                  "first_result_at": first, "invokes": n + 21}))
 """
 
 
@@ -67,33 +67,31 @@ def free_port() -> int:
 
 def bare_run(model: Path, seconds: float) -> tuple[float, float, float]:
     """A bare invoke() loop in a fresh process: (invokes/s, RSS MiB, anonymous MiB)."""
-    out = subprocess.run(
-        [sys.executable, "-c", BARE, str(model), str(seconds)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    return float(out[0]), float(out[1]), float(out[2])
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each daemon run")
-    parser.add_argument(
-        "--rounds", type=int, default=5, help="alternating bare/pipeline throughput pairs"
+    out = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", BARE, str(model), str(seconds)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
     )
-    parser.add_argument("--model", default="mobilenet-v2-bench")
-    parser.add_argument("--size", default="", help="source frame size WxH (default: model's)")
-    args = parser.parse_args()
-    model = resolve(args.model)[0]
-    if args.size:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-    else:
-        _, height, width, _ = Engine.load(args.model).interpreter.inputs[0].shape
-    size = (width, height)
-    bare_seconds = min(8.0, args.seconds)
+    return float(out["rate"]), float(out["rss"]), float(out["anon"])
 
-    tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+
+def memory(pid: int) -> dict[str, float]:
+    """A process's memory now, in MiB: ``rss``, ``private`` (Private_Clean + Private_Dirty:
+    pages no other process maps) and ``anon`` (anonymous memory), from smaps_rollup."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        kib = {ln.split(":")[0]: int(ln.split()[1]) for ln in f.read().splitlines()[1:]}
+    return {
+        "rss": kib["Rss"] / 1024,
+        "private": (kib["Private_Clean"] + kib["Private_Dirty"]) / 1024,
+        "anon": kib["Anonymous"] / 1024,
+    }
+
+
+def start_broker(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A mosquitto on a free loopback port (its config in ``tmp``), answering once this returns."""
     port = free_port()
     conf = tmp / "mosquitto.conf"
     conf.write_text(
@@ -109,6 +107,31 @@ def main() -> None:
             break
         except OSError:
             time.sleep(0.05)
+    return broker, port
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each daemon run")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating bare/pipeline throughput pairs"
+    )
+    parser.add_argument("--model", default="mobilenet-v2-bench")
+    parser.add_argument("--size", default="", help="source frame size WxH (default: model's)")
+    args = parser.parse_args()
+    from edge.engine import Engine  # here, so that importing this module loads no runtime
+    from edge.models import resolve
+
+    model = resolve(args.model)[0]
+    if args.size:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    else:
+        _, height, width, _ = Engine.load(args.model).interpreter.inputs[0].shape
+    size = (width, height)
+    bare_seconds = min(8.0, args.seconds)
+
+    tmp = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    broker, port = start_broker(tmp)
 
     # A shared 2-core machine drifts by several per cent within a minute, so each pipeline run
     # is compared with the bare runs taken just before and just after it, and the rounds'
@@ -176,7 +199,7 @@ def main() -> None:
     vga_rate = float(vga.stats["cameras"]["cam"]["fps_out"])
     vga_rss = float(vga.stats["rss_mb"])
     print(
-        "for comparison, a 640x480 source (the daemon resizes with OpenCV, which it then loads): "
+        "for comparison, a 640x480 source (the daemon resizes each frame to the model): "
         f"throughput {vga_rate / vga_bare[0]:.3f} of bare, RSS {vga_rss:.1f} MiB "
         f"(+{vga_rss - vga_bare[1]:.1f} MiB), anonymous +{vga.anon - vga_bare[2]:.1f} MiB"
     )
@@ -206,6 +229,23 @@ class Run:
                 self.stats = data
 
 
+def daemon_config(
+    tmp: Path, port: int, model: str, fps: float, size: tuple[int, int], device: str = "bench"
+) -> Path:
+    """A configuration file for one camera on the synthetic source (fps 0 = unpaced), one
+    interpreter thread, no latency budget, stats every 2 s; the outbox in ``tmp``."""
+    cfg = tmp / f"{device}.toml"
+    cfg.write_text(
+        f'device = "{device}"\nstate_dir = "{tmp / "state"}"\n'
+        f'[model]\npath = "{model}"\nthreads = 1\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nstats_interval = 2\n'
+        "[budget]\nlatency_ms = 0\n"
+        f'[[cameras]]\nname = "cam"\nsource = "synthetic"\nfps = {fps}\n'
+        f"width = {size[0]}\nheight = {size[1]}\n"
+    )
+    return cfg
+
+
 def run_daemon(
     tmp: Path,
     port: int,
@@ -231,15 +271,7 @@ def run_daemon(
     sub.connect("127.0.0.1", port)
     sub.loop_start()
     time.sleep(0.5)
-    cfg = tmp / "config.toml"
-    cfg.write_text(
-        f'device = "bench"\nstate_dir = "{tmp / "state"}"\n'
-        f'[model]\npath = "{model}"\nthreads = 1\n'
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\nstats_interval = 2\n'
-        "[budget]\nlatency_ms = 0\n"
-        f'[[cameras]]\nname = "cam"\nsource = "synthetic"\nfps = {fps}\n'
-        f"width = {size[0]}\nheight = {size[1]}\n"
-    )
+    cfg = daemon_config(tmp, port, model, fps, size)
     daemon = subprocess.Popen(
         [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--duration", str(seconds)],
         stderr=subprocess.PIPE,
@@ -247,9 +279,7 @@ def run_daemon(
         env={**os.environ, "EDGE_LOG_LEVEL": "warning"},
     )
     time.sleep(max(1.0, seconds - 2.0))
-    with open(f"/proc/{daemon.pid}/smaps_rollup") as f:
-        mem = {ln.split(":")[0]: int(ln.split()[1]) for ln in f.read().splitlines()[1:]}
-    run.anon = mem["Anonymous"] / 1024
+    run.anon = memory(daemon.pid)["anon"]
     _, err = daemon.communicate(timeout=seconds + 30)
     if daemon.returncode != 0:
         raise SystemExit(f"daemon failed ({daemon.returncode}): {err}")

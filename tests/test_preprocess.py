@@ -6,8 +6,18 @@ import cv2
 import numpy as np
 import pytest
 
+from edge import preprocess
 from edge.errors import ModelError
 from edge.preprocess import PreprocessConfig, Preprocessor, TensorSpec, Transform
+
+
+@pytest.fixture(autouse=True, params=["opencv", "numpy"])
+def resizer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs twice: resizing with OpenCV (loaded here) and with edge.resize, as in a
+    process without OpenCV; both must give the same pixels."""
+    if request.param == "numpy":
+        monkeypatch.setattr(preprocess, "opencv_loaded", lambda: False)
+    return str(request.param)
 
 
 def spec(shape: tuple[int, ...], dtype: type, scale: float = 0.0, zp: int = 0) -> TensorSpec:

@@ -3,8 +3,9 @@ and ``run(args) -> int``, plus the one place where errors become exit codes (:fu
 
 Shared option groups (model, runtime, results, pipeline) are in :mod:`edge.commands.options`,
 so a flag means the same thing, with the same type and message, on every command. Command
-modules import nothing heavy at import time: ``edge --help`` builds every sub-parser, and only
-the command that runs loads numpy, OpenCV or a TFLite runtime. No command imports ``edge.cli``.
+modules import nothing heavy at import time: the CLI imports a command's module (and adds its
+options) only when that command is used or its help is asked for, and only the command that
+runs loads numpy, OpenCV or a TFLite runtime. No command imports ``edge.cli``.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 from collections import deque
 
 log = logging.getLogger(__name__)
@@ -128,6 +127,8 @@ class Backlog:
     @property
     def period(self) -> float:
         """The stream's usual gap between frames, seconds (0 until known)."""
+        import statistics  # here: it brings fractions and decimal, ~0.4 MiB, to every daemon
+
         return statistics.median(self._gaps) if self._gaps else 0.0
 
     def reset(self) -> None:

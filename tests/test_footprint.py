@@ -1,0 +1,99 @@
+"""What the daemon loads: no OpenCV to resize frames, no other command's modules."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from broker import Broker, Subscriber
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    ).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def test_edge_run_imports_no_other_command() -> None:
+    """Parsing an `edge run` command line imports the run command only: not edge demo's
+    modules (asyncio, the listener), nor quantize's or preview's."""
+    modules = loaded_after(
+        "from edge.cli import build_parser\n"
+        "build_parser().parse_args(['run', '--source', 'synthetic', '--duration', '1'])"
+    )
+    assert "edge.commands.run" in modules
+    others = {"edge.commands.demo", "edge.demo", "edge.listen", "edge.commands.quantize"}
+    assert not others & modules
+    assert "asyncio" not in modules and "edge.preview" not in modules
+
+
+def test_help_lists_every_command_without_importing_them() -> None:
+    """`edge --help` names every command from the registry alone; a command's own help
+    still shows its options, loaded when asked for."""
+    from edge.commands import COMMANDS
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge", "--help"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert all(c.name in proc.stdout for c in COMMANDS)
+    modules = loaded_after("from edge.cli import build_parser\nbuild_parser().format_help()")
+    assert not {f"edge.commands.{c.module}" for c in COMMANDS} & modules
+    demo = subprocess.run(
+        [sys.executable, "-m", "edge", "demo", "--help"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "--duration" in demo.stdout
+
+
+def test_frames_resized_to_the_model_need_no_opencv(broker: Broker, tmp_path: Path) -> None:
+    """A 640×480 source is resized to the detector's input without loading OpenCV: the running
+    daemon maps no OpenCV library, and its results still find the shapes."""
+    sub = Subscriber(broker, "edge/lean/#")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'device = "lean"\nstate_dir = "{tmp_path / "state"}"\n'
+        '[model]\npath = "shapes-detector"\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        '[[cameras]]\nname = "cam"\nsource = "synthetic"\nfps = 15\nwidth = 640\nheight = 480\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(cfg), "--duration", "20"],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "EDGE_LOG_LEVEL": "warning"},
+    )
+    try:
+        got = sub.wait_for_count(10, 30, "/result")
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+        sub.close()
+    assert got, err
+    assert proc.returncode == 0, err
+    assert "cv2" not in maps and "opencv" not in maps
+    results = [json.loads(p) for p in sub.payloads("/result")]
+    found = [r for r in results if r["detections"]]
+    assert len(found) >= 0.9 * len(results)
+    labels = {d["label"] for r in found for d in r["detections"]}
+    assert {"circle", "square", "triangle"} & labels
