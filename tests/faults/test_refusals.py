@@ -20,11 +20,14 @@ def test_acl_denied_camera_is_quarantined_and_the_other_flows(tmp_path: Path) ->
     """With camera b's topic denied by the broker's ACL, camera a's results all arrive, b is
     quarantined after a few refusals with one ERROR naming the topic, and stats say so."""
     acl = tmp_path / "acl"
-    # Lines before the first `user` are for anonymous clients (the test's subscriber).
+    # Lines before the first `user` are for anonymous clients (the test's subscriber). Camera
+    # b may publish its track events and state, not its results.
     acl.write_text(
         "topic read #\n"
         f"user edge\ntopic write {BASE}/a/#\ntopic write {BASE}/status\n"
         f"topic write {BASE}/status/details\ntopic write {BASE}/stats\n"
+        f"topic write {BASE}/b/events\ntopic write {BASE}/b/state\n"
+        f"topic write {BASE}/b/detect/state\n"
     )
     broker = Broker(tmp_path / "mosquitto", extra_conf=f"acl_file {acl}\n")
     broker.start()
@@ -156,7 +159,9 @@ def _close(*socks: socket.socket) -> None:
 
 @pytest.fixture
 def proxied(broker: Broker) -> Iterator[DroppingProxy]:
-    proxy = DroppingProxy(broker, f"{BASE}/b/")
+    # Camera b's results only: its events would be quarantined the same way, its state and
+    # detect/state (latest values, re-sent on every connect) are not guarded by the quarantine.
+    proxy = DroppingProxy(broker, f"{BASE}/b/result")
     yield proxy
     proxy.close()
 
