@@ -21,18 +21,14 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
 
+from edge.sinks import Sink
 from edge.topics import DeviceTopics
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "detect.json"
 _WARNED_MAX = 100  # distinct bad commands remembered (logged once each); then no more warnings
-
-
-class RetainSink(Protocol):
-    def retain(self, topic: str, payload: bytes, force: bool = False) -> None: ...
 
 
 class DetectControl:
@@ -45,7 +41,7 @@ class DetectControl:
         self.path = state_dir / STATE_FILE if state_dir is not None else None
         self.paused: frozenset[str] = self._load()
         self.cameras: frozenset[str] = frozenset()
-        self.sink: RetainSink | None = None
+        self.sink: Sink | None = None
         self.changes = 0  # bumped on every accepted change, for the main thread to notice
         self._saved = 0
         self._warned: set[tuple[str, str]] = set()
@@ -58,7 +54,7 @@ class DetectControl:
     def is_paused(self, camera: str) -> bool:
         return camera in self.paused
 
-    def attach(self, sink: RetainSink, cameras: Iterable[str]) -> None:
+    def attach(self, sink: Sink, cameras: Iterable[str]) -> None:
         """Use ``sink`` (a new one, or after a reload) for ``cameras``: publish each camera's
         state, clear the retained state of cameras no longer configured and forget them."""
         names = frozenset(cameras)

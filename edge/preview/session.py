@@ -30,10 +30,11 @@ from edge.preview.frames import Encoder, Latest, LatestResults, Streams, figures
 from edge.preview.server import PreviewServer
 from edge.preview.terminal import TerminalView
 from edge.runner import Runner
+from edge.sinks import NullSink, Sink
 from edge.sinks.mqtt import MqttSink
 from edge.sinks.publisher import Publisher
 from edge.sinks.start import start_sink
-from edge.sinks.tracks import TrackListener, TrackSink, plan
+from edge.sinks.tracks import TrackListener, plan
 from edge.trackevents import Overlay
 
 log = logging.getLogger(__name__)
@@ -68,17 +69,6 @@ def write_snapshot(path: Path, item: Latest, quality: int = 90) -> None:
         raise ConfigError(
             f"--snapshot {path}: cannot write it: {exc.strerror}; check the folder exists"
         ) from exc
-
-
-class _NoTrackSink:
-    """Where the preview's track events and states go without --mqtt: nowhere (only the
-    frames show the tracks)."""
-
-    def publish_event(self, camera: str, payload: bytes) -> None:
-        pass
-
-    def publish_state(self, camera: str, payload: bytes) -> None:
-        pass
 
 
 class PreviewSession:
@@ -146,7 +136,7 @@ class PreviewSession:
     # -- lifecycle ---------------------------------------------------------------------------
     def _build(self, serve: bool) -> None:
         boot_id = new_boot_id()
-        sink: TrackSink = _NoTrackSink()
+        sink: Sink = NullSink()
         if serve:
             self.server = PreviewServer(
                 self.host,

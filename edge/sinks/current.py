@@ -37,3 +37,8 @@ class CurrentSink:
         sink = self._current()
         if sink is not None:
             sink.publish_state(camera, payload)
+
+    def retain(self, topic: str, payload: bytes, force: bool = False) -> None:
+        sink = self._current()
+        if sink is not None:
+            sink.retain(topic, payload, force)

@@ -11,7 +11,6 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from typing import Protocol
 
 from edge.config import Config, HomeAssistantSettings
 from edge.engine import Engine
@@ -24,13 +23,10 @@ from edge.homeassistant import (
     removal_messages,
     republish_delay_s,
 )
+from edge.sinks import Sink
 from edge.sinks.tracks import TrackedCamera, model_labels
 
 log = logging.getLogger(__name__)
-
-
-class RetainSink(Protocol):
-    def retain(self, topic: str, payload: bytes, force: bool = False) -> None: ...
 
 
 def device_spec(
@@ -61,9 +57,7 @@ class Discovery:
         self._rng = rng or random.Random()
         self._due: float | None = None  # monotonic time of a re-publish after a birth
 
-    def publish(
-        self, sink: RetainSink, settings: HomeAssistantSettings, spec: DeviceSpec | None
-    ) -> None:
+    def publish(self, sink: Sink, settings: HomeAssistantSettings, spec: DeviceSpec | None) -> None:
         """Publish discovery for ``spec`` (None, or ``settings`` not enabled: remove what was
         published), removing the entities the previous one had and this one has not. Raises
         ConfigError on an id clash (the preflight has refused those already)."""
@@ -86,7 +80,7 @@ class Discovery:
         if settings is not None and payload.strip() == b"online":
             self._due = time.monotonic() + republish_delay_s(settings, self._rng)
 
-    def tick(self, sink: RetainSink, now: float) -> None:
+    def tick(self, sink: Sink, now: float) -> None:
         """Re-publish when a birth message asked for it and its delay is up."""
         due = self._due
         if due is None or now < due or self.settings is None or self.spec is None:
@@ -95,7 +89,7 @@ class Discovery:
         self._send(sink, discovery_messages(self.settings, self.spec), force=True)
         log.info("Home Assistant came online: discovery published again")
 
-    def _send(self, sink: RetainSink, messages: list[DiscoveryMessage], force: bool) -> None:
+    def _send(self, sink: Sink, messages: list[DiscoveryMessage], force: bool) -> None:
         for m in messages:
             sink.retain(m.topic, m.payload, force=force)
         self.published += len(messages)

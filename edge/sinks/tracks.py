@@ -19,26 +19,19 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from edge.config import Config, TrackingSettings
 from edge.engine import Engine
 from edge.errors import ConfigError
 from edge.labels import is_background
 from edge.output import ResultEvent
+from edge.sinks import Sink
 from edge.trackevents import ZONES_KEY, Overlay, TrackEvents
 from edge.tracking import Tracker
 from edge.zones import Zone, build_zones
 
 log = logging.getLogger(__name__)
-
-
-class TrackSink(Protocol):
-    """What the listener needs from a sink (``MqttSink`` has both; thread-safe, non-blocking)."""
-
-    def publish_event(self, camera: str, payload: bytes) -> None: ...
-
-    def publish_state(self, camera: str, payload: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +120,7 @@ class TrackListener:
     threads (one per model, each with its own cameras); everything else: the main thread,
     while no pipeline runs or, for :meth:`end`, at any time."""
 
-    def __init__(self, sink: TrackSink, device: str, boot_id: str) -> None:
+    def __init__(self, sink: Sink, device: str, boot_id: str) -> None:
         self.sink = sink
         self.device = device
         self.boot_id = boot_id

@@ -10,19 +10,37 @@ from edge.output import ResultEvent
 
 
 class MemorySink:
-    """Implements ``edge.sinks.Sink``: keeps every (camera, payload) published, results and
-    snapshots apart. Thread-safe; ``fail_snapshots`` makes that many snapshot publishes raise
-    first."""
+    """Implements ``edge.sinks.Sink``: keeps every (camera, payload) published, results,
+    snapshots, events and states apart, and retained messages by topic. Thread-safe;
+    ``fail_snapshots`` makes that many snapshot publishes raise first."""
 
     def __init__(self) -> None:
         self.results: list[tuple[str, bytes]] = []
         self.snapshots: list[tuple[str, bytes]] = []
+        self.events: list[tuple[str, bytes]] = []
+        self.states: list[tuple[str, bytes]] = []
+        self.retained: dict[str, bytes] = {}
         self.fail_snapshots = 0
         self._cond = threading.Condition()
 
     def publish_result(self, camera: str, payload: bytes) -> None:
         with self._cond:
             self.results.append((camera, payload))
+            self._cond.notify_all()
+
+    def publish_event(self, camera: str, payload: bytes) -> None:
+        with self._cond:
+            self.events.append((camera, payload))
+            self._cond.notify_all()
+
+    def publish_state(self, camera: str, payload: bytes) -> None:
+        with self._cond:
+            self.states.append((camera, payload))
+            self._cond.notify_all()
+
+    def retain(self, topic: str, payload: bytes, force: bool = False) -> None:
+        with self._cond:
+            self.retained[topic] = payload
             self._cond.notify_all()
 
     def publish_snapshot(self, camera: str, jpeg: bytes) -> None:
