@@ -200,18 +200,19 @@ def load_model(path: Path, options: RuntimeOptions | None = None) -> ModelInterp
     return failover.load(path, chain(opts.delegates, opts), opts.invoke_timeout_ms, opts.reprobe_s)
 
 
-def check_file(path: Path) -> None:
-    """Cheap checks that catch the common bad files before the runtime sees them."""
+def read_head(path: Path, size: int, kind: str = ".tflite") -> bytes:
+    """The first ``size`` bytes of a model file, after the checks every model format gets:
+    missing, a directory, unreadable, empty (each a ModelError saying what to do)."""
     if not path.exists():
         raise ModelError(
             f"model file not found: {path}. Check the path, or run `edge info` to list the "
             "bundled models."
         )
     if path.is_dir():
-        raise ModelError(f"{path} is a directory without a .tflite model in it")
+        raise ModelError(f"{path} is a directory without a {kind} model in it")
     try:
         with path.open("rb") as f:
-            head = f.read(8)
+            head = f.read(size)
     except OSError as exc:
         raise ModelError(
             f"cannot read model file {path}: {exc.strerror}. Check its "
@@ -222,6 +223,12 @@ def check_file(path: Path) -> None:
             f"model file {path} is empty (0 bytes): the copy or download was cut "
             "short. Copy the model again."
         )
+    return head
+
+
+def check_file(path: Path) -> None:
+    """Cheap checks that catch the common bad files before the runtime sees them."""
+    head = read_head(path, 8)
     if len(head) < 8 or head[4:8] != b"TFL3":
         shown = head[4:8].decode("latin-1") if len(head) >= 8 else head.decode("latin-1")
         raise ModelError(

@@ -170,10 +170,10 @@ def load(path: Path, options: RuntimeOptions, verify: bool = True) -> Interprete
     here rather than on the first frame. Raises ModelError for unreadable or unsupported
     models, RuntimeUnavailableError without onnxruntime.
     """
-    from edge.runtime import Interpreter, LoadInfo, default_threads
+    from edge.runtime import Interpreter, LoadInfo, default_threads, read_head
     from edge.runtime.backends import Backend
 
-    _check_file(path)
+    read_head(path, 1, ".onnx")
     if options.delegate == "external":
         raise DelegateError(
             f"an external TFLite delegate cannot run the ONNX model {path.name}; use "
@@ -225,23 +225,6 @@ def load(path: Path, options: RuntimeOptions, verify: bool = True) -> Interprete
         init_ms,
     )
     return Interpreter(raw, Backend("onnxruntime", ort.__version__, ort), info, path)
-
-
-def _check_file(path: Path) -> None:
-    """The cheap checks TFLite models get: missing, a directory, unreadable, empty."""
-    if not path.is_file():
-        what = "is a directory" if path.is_dir() else "not found"
-        raise ModelError(f"ONNX model {path} {what}. Check the path, or run `edge info`.")
-    try:
-        with path.open("rb") as f:
-            head = f.read(1)
-    except OSError as exc:
-        raise ModelError(
-            f"cannot read model file {path}: {exc.strerror}. Check its permissions (the "
-            "service user must be able to read it)."
-        ) from exc
-    if not head:
-        raise ModelError(f"model file {path} is empty (0 bytes): copy the model again.")
 
 
 def _image_shape(dims: list[Any], name: str, path: Path) -> tuple[int, int, int, int]:
