@@ -1,4 +1,6 @@
-"""Shared fixtures. ``broker``: a real mosquitto on a free loopback port (see tests/broker.py)."""
+"""Shared fixtures. ``broker``: a real mosquitto on a free loopback port (see tests/broker.py);
+``library``, ``control``, ``opened``: the native failing delegate of the failover tests (see
+tests/native/)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from broker import Broker
+
+from edge.runtime.failover import FailoverInterpreter
 
 
 @pytest.fixture
@@ -19,6 +23,33 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         yield b
     finally:
         b.kill()
+
+
+@pytest.fixture(scope="session")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The native test delegate, compiled with gcc once per run."""
+    from native.build import compile_failing_delegate
+
+    return compile_failing_delegate(tmp_path_factory.mktemp("native"))
+
+
+@pytest.fixture
+def control(tmp_path: Path) -> Iterator[Path]:
+    """The delegate's control file, saying "ok"; reset afterwards, which also releases a stalled
+    invoke so that its abandoned thread ends."""
+    path = tmp_path / "control"
+    path.write_text("ok")
+    yield path
+    path.write_text("ok")
+
+
+@pytest.fixture
+def opened() -> Iterator[list[FailoverInterpreter]]:
+    """Failover interpreters made by a test, closed afterwards whatever happened."""
+    made: list[FailoverInterpreter] = []
+    yield made
+    for interp in made:
+        interp.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -6,12 +6,10 @@ from __future__ import annotations
 import ctypes.util
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from broker import wait_for
-from native.build import compile_failing_delegate
 from native.chains import (
     BENCH,
     CLASSIFIER,
@@ -30,32 +28,6 @@ from edge.errors import EX_CONFIG, DelegateError, ModelError
 from edge.runtime import Interpreter, RuntimeOptions, failover, load
 from edge.runtime.chain import Link, chain
 from edge.runtime.failover import FailoverInterpreter
-
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The native delegate, built once for this module."""
-    return compile_failing_delegate(tmp_path_factory.mktemp("native"))
-
-
-@pytest.fixture
-def control(tmp_path: Path) -> Iterator[Path]:
-    """The delegate's control file, saying "ok"; reset afterwards, which also releases a stalled
-    invoke so that its abandoned thread ends."""
-    path = tmp_path / "control"
-    path.write_text("ok")
-    yield path
-    path.write_text("ok")
-
-
-@pytest.fixture
-def opened() -> Iterator[list[FailoverInterpreter]]:
-    """Failover interpreters made by a test, closed afterwards whatever happened."""
-    made: list[FailoverInterpreter] = []
-    yield made
-    for interp in made:
-        interp.close()
-
 
 # -- the native delegate itself ------------------------------------------------------------
 

@@ -15,27 +15,11 @@ from typing import Any
 
 import pytest
 from broker import Broker, Subscriber
-from native.build import compile_failing_delegate
 from test_daemon import DEVICE, REPO, Daemon
 
 from edge.errors import EX_CONFIG
 
 MODEL = "shapes-detector"
-
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The native delegate, built once for this module."""
-    return compile_failing_delegate(tmp_path_factory.mktemp("native"))
-
-
-@pytest.fixture
-def control(tmp_path: Path) -> Iterator[Path]:
-    """The delegate's control file, saying "ok" (and again afterwards)."""
-    path = tmp_path / "control"
-    path.write_text("ok")
-    yield path
-    path.write_text("ok")
 
 
 @pytest.fixture

@@ -3,15 +3,12 @@ native test delegate and back loses no frame and changes no result."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from broker import wait_for
 from fakes.sink import Recorder
-from native.build import compile_failing_delegate
 from native.chains import DETECTOR, ONE_THREAD, chain_of, open_chain
 
 from edge.config import BudgetSettings, CameraSettings, Config
@@ -22,31 +19,6 @@ from edge.pipeline import Pipeline
 from edge.runtime.chain import FailoverStatus
 from edge.runtime.failover import FailoverInterpreter
 from edge.scene import MovingScene
-
-
-@pytest.fixture(scope="module")
-def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The native delegate, built once for this module."""
-    return compile_failing_delegate(tmp_path_factory.mktemp("native"))
-
-
-@pytest.fixture
-def control(tmp_path: Path) -> Iterator[Path]:
-    """The delegate's control file, saying "ok"; reset afterwards, which also releases a stalled
-    invoke so that its abandoned thread ends."""
-    path = tmp_path / "control"
-    path.write_text("ok")
-    yield path
-    path.write_text("ok")
-
-
-@pytest.fixture
-def opened() -> Iterator[list[FailoverInterpreter]]:
-    """Failover interpreters made by a test, closed afterwards whatever happened."""
-    made: list[FailoverInterpreter] = []
-    yield made
-    for interp in made:
-        interp.close()
 
 
 def scene(seed: int) -> np.ndarray:
