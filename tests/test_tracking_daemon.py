@@ -7,9 +7,7 @@ zone entry and exit, state counts equal to the clip's truth at every second; eve
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
 from broker import Broker, Received, Subscriber, wait_for
+from faultkit import DaemonProc
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.errors import EX_CONFIG
@@ -49,39 +48,9 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]
     return out, json.loads(out.with_suffix(".json").read_text())
 
 
-class Daemon:
-    """`python -m edge run` in a child process, its output in a file."""
-
-    def __init__(self, tmp: Path, config: str) -> None:
-        self.log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
-        cfg = tmp / "config.toml"
-        cfg.write_text(config)
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge", "run", "--config", str(cfg)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env={**os.environ, "EDGE_LOG_LEVEL": "info"},
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait(self, timeout: float) -> int:
-        code = self.proc.wait(timeout)
-        self._log.close()
-        return code
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-
 @pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    made: list[Daemon] = []
+def daemons() -> Iterator[list[DaemonProc]]:
+    made: list[DaemonProc] = []
     yield made
     for d in made:
         if d.proc.poll() is None:
@@ -127,7 +96,7 @@ def by_track(log: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
 def test_zone_clip_gives_true_events_and_state_every_second(
     broker: Broker,
     tmp_path: Path,
-    daemons: list[Daemon],
+    daemons: list[DaemonProc],
     clip: tuple[Path, dict[str, Any]],
 ) -> None:
     """On the zone clip, paced like a camera: each object gets one new and one end under one
@@ -136,7 +105,7 @@ def test_zone_clip_gives_true_events_and_state_every_second(
     whole second's result arrived, equal to the clip's truth."""
     path, truth = clip
     sub = Subscriber(broker, f"{BASE}/#", client_id="tracking-clip")
-    d = Daemon(tmp_path, config(broker, tmp_path, path, truth))
+    d = DaemonProc(tmp_path, config(broker, tmp_path, path, truth))
     daemons.append(d)
     assert d.wait(60) == 0, d.log()
     assert sub.wait_until(lambda ms: final_stats(ms) is not None, 10), d.log()
@@ -199,7 +168,7 @@ def test_zone_clip_gives_true_events_and_state_every_second(
 def test_events_survive_a_20s_broker_outage_in_order(
     broker: Broker,
     tmp_path: Path,
-    daemons: list[Daemon],
+    daemons: list[DaemonProc],
     clip: tuple[Path, dict[str, Any]],
 ) -> None:
     """The zone clip on a loop; the broker is down for 20 s in the middle. A persistent QoS 1
@@ -207,7 +176,7 @@ def test_events_survive_a_20s_broker_outage_in_order(
     order, duplicates within the in-flight window, and each track's events new → end."""
     path, truth = clip
     sub = Subscriber(broker, f"{BASE}/yard/events", client_id="tracking-outage")
-    d = Daemon(tmp_path, config(broker, tmp_path, path, truth, loop=True))
+    d = DaemonProc(tmp_path, config(broker, tmp_path, path, truth, loop=True))
     daemons.append(d)
     assert sub.wait_until(lambda ms: len(ms) >= 6, 30), d.log()
     broker.stop()
@@ -270,7 +239,7 @@ def captured(m: Received) -> float:
 def test_the_detection_switch_pauses_within_one_frame_period(
     broker: Broker,
     tmp_path: Path,
-    daemons: list[Daemon],
+    daemons: list[DaemonProc],
     clip: tuple[Path, dict[str, Any]],
 ) -> None:
     """OFF (any case) on detect/set stops results: none captured later than one frame period
@@ -281,7 +250,7 @@ def test_the_detection_switch_pauses_within_one_frame_period(
     period = 1 / truth["fps"]
     sub = Subscriber(broker, f"{BASE}/#", client_id="tracking-switch")
     cfg = config(broker, tmp_path, path, truth, loop=True)
-    d = Daemon(tmp_path, cfg)
+    d = DaemonProc(tmp_path, cfg)
     daemons.append(d)
     state = f"{BASE}/yard/detect/state"
     assert sub.wait_until(lambda ms: any(m.topic == state for m in ms), 30), d.log()
@@ -319,7 +288,7 @@ def test_the_detection_switch_pauses_within_one_frame_period(
     cmd.close()
 
     later = Subscriber(broker, f"{BASE}/#", client_id="tracking-switch-2")
-    again = Daemon(tmp_path, cfg)
+    again = DaemonProc(tmp_path, cfg)
     daemons.append(again)
     assert wait_for(lambda: "running: device" in again.log(), 30), again.log()
     time.sleep(2)
