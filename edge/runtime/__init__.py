@@ -277,7 +277,7 @@ def load(path: Path, options: RuntimeOptions | None = None, verify: bool = True)
     delegate = opts.delegate
     if delegate == "edgetpu":
         try:
-            delegates.append(edgetpu.load(mod, opts.device))
+            delegates.append(edgetpu.load(backend, opts.device))
         except DelegateError as exc:
             if opts.fallback == "fail":
                 raise

@@ -1,7 +1,8 @@
-"""Compiling the native test delegate (failing_delegate.c) with the system C compiler.
+"""Compiling the native test libraries with the system C compiler: the failing delegate
+(failing_delegate.c) and a libedgetpu version stand-in (edgetpu_version.c).
 
-Built at test time into a temporary directory: nothing compiled is kept in the repository. The
-delegate needs no TFLite headers or libraries (see the comment at the top of the source).
+Built at test time into a temporary directory: nothing compiled is kept in the repository.
+Neither needs TFLite headers or libraries (see the comment at the top of each source).
 """
 
 from __future__ import annotations
@@ -11,6 +12,41 @@ import subprocess
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("failing_delegate.c")
+EDGETPU_SOURCE = Path(__file__).with_name("edgetpu_version.c")
+
+
+def _compiler() -> str:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError(
+            "no C compiler (cc/gcc) found: these tests build native libraries; install "
+            "one with `apt-get install gcc libc6-dev`"
+        )
+    return cc
+
+
+def _build(cmd: list[str], source: Path) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"building {source.name} failed:\n{done.stdout}{done.stderr}")
+
+
+def compile_edgetpu_stub(out_dir: Path, version: str, tensorflow_commit: str = "") -> Path:
+    """Build ``libedgetpu.so.1`` in ``out_dir`` (which it creates) whose ``edgetpu_version()``
+    returns ``version`` and which embeds ``TENSORFLOW_COMMIT=tensorflow_commit`` when given.
+    Raises RuntimeError as :func:`compile_failing_delegate` does."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "libedgetpu.so.1"
+    defines = [f"-DEDGETPU_VERSION={_c_string(version)}"]
+    if tensorflow_commit:
+        defines.append(f"-DTENSORFLOW_COMMIT={_c_string(tensorflow_commit)}")
+    cmd = [_compiler(), "-std=c11", "-O2", "-Wall", "-shared", "-fPIC", "-fvisibility=hidden"]
+    _build([*cmd, *defines, "-o", str(out), str(EDGETPU_SOURCE)], EDGETPU_SOURCE)
+    return out
+
+
+def _c_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def compile_failing_delegate(out_dir: Path) -> Path:
@@ -19,12 +55,7 @@ def compile_failing_delegate(out_dir: Path) -> Path:
     Raises RuntimeError when no C compiler is installed (``apt-get install gcc libc6-dev``) or
     the build fails (with the compiler's output).
     """
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise RuntimeError(
-            "no C compiler (cc/gcc) found: the failover tests build a native delegate; install "
-            "one with `apt-get install gcc libc6-dev`"
-        )
+    cc = _compiler()
     out = out_dir / "libfailing_delegate.so"
     cmd = [
         cc,
@@ -40,7 +71,5 @@ def compile_failing_delegate(out_dir: Path) -> Path:
         str(out),
         str(SOURCE),
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"building {SOURCE.name} failed:\n{done.stdout}{done.stderr}")
+    _build(cmd, SOURCE)
     return out
