@@ -39,3 +39,19 @@ def test_unplugged_coral_falls_back_to_cpu_when_allowed(tmp_path: Path) -> None:
         model = str(resolve("shapes-classifier")[0])
     interp = load(Path(model), RuntimeOptions(delegate="edgetpu", device="usb:9", fallback="cpu"))
     assert interp.info.delegate == "xnnpack" and "Edge TPU unavailable" in interp.info.degraded
+
+
+@pytest.mark.hardware
+def test_the_installed_libedgetpu_is_read_and_matches_the_runtime() -> None:
+    """The installed libedgetpu reports a RuntimeVersion, the TensorFlow it was built against is
+    known (from its build label or its package), and the runtime in use is not a pair the
+    lock-step check refuses."""
+    from edge.runtime import libedgetpu, lockstep
+    from edge.runtime.backends import load_backend
+
+    lib = libedgetpu.read(edgetpu.library_name())
+    assert lib.found and lib.runtime_version > 0, lib.problem
+    assert lib.tensorflow, lib.problem
+    backend = load_backend()
+    verdict = lockstep.check(lib, backend.name, backend.version)
+    assert verdict.level != "refuse", verdict.message

@@ -120,7 +120,7 @@ def infer(libdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_crashing_pair_is_refused_at_start_with_exit_78(tmp_path: Path) -> None:
     """With Coral's TensorFlow 2.5 libedgetpu on the linker path, --delegate edgetpu on
     ai-edge-litert exits 78 naming both versions before the delegate is loaded; with
-    --fallback cpu the model runs on the CPU and the log says why."""
+    --fallback cpu, or a chain edgetpu,xnnpack, the model runs on the CPU and the log says why."""
     libdir = compile_edgetpu_stub(tmp_path / "lib", CORAL_LABEL, TF_2_5).parent
     refused = infer(libdir, "--delegate", "edgetpu")
     assert refused.returncode == 78, refused.stderr
@@ -131,6 +131,9 @@ def test_a_crashing_pair_is_refused_at_start_with_exit_78(tmp_path: Path) -> Non
     assert fallback.returncode == 0, fallback.stderr
     assert '"classes"' in fallback.stdout
     assert "Edge TPU unavailable" in fallback.stderr and "TensorFlow 2.5.0" in fallback.stderr
+    chain = infer(libdir, "--delegate", "edgetpu,xnnpack")
+    assert chain.returncode == 0, chain.stderr
+    assert '"classes"' in chain.stdout and "TensorFlow 2.5.0" in chain.stderr
 
 
 def test_a_mismatch_not_known_to_crash_is_a_warning(tmp_path: Path) -> None:

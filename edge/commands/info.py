@@ -1,8 +1,10 @@
-"""``edge info``: the runtimes, delegates, Edge TPUs and bundled models this machine has."""
+"""``edge info``: the runtimes, accelerators (found or not, versions, devices, what would be used
+and what is wrong), Edge TPUs and bundled models this machine has."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from typing import Any
 
 
@@ -20,13 +22,18 @@ def run(args: argparse.Namespace) -> int:
     from edge import __version__
     from edge.errors import EdgeError
     from edge.models import bundled_models, load_spec
-    from edge.runtime import default_threads, edgetpu
-    from edge.runtime.backends import available_backends
+    from edge.runtime import default_threads
+    from edge.runtime.accelerators import probes
+    from edge.runtime.backends import BACKENDS
 
-    backends = available_backends()
+    accelerators = probes()
+    by_name = {a.name: a for a in accelerators}
+    runtimes = [
+        a for a in accelerators if a.found and (a.name in BACKENDS or a.name == "onnxruntime")
+    ]
+    tflite = next((a.name for a in accelerators if a.would_use and a.name in BACKENDS), None)
+    tpu = by_name["edgetpu"]
     models: dict[str, dict[str, Any]] = {}
-    delegates = ["cpu", "xnnpack"] + (["edgetpu"] if _edgetpu_library() else [])
-    devices = edgetpu.present_devices()
     for name, path in bundled_models().items():
         try:
             spec = load_spec(path)
@@ -45,11 +52,12 @@ def run(args: argparse.Namespace) -> int:
         "machine": platform.machine(),
         "numpy": np.__version__,
         "opencv": cv2.__version__,
-        "runtimes": {b.name: b.version for b in backends},
-        "runtime": backends[0].name if backends else None,
+        "runtimes": {a.name: a.version for a in runtimes},
+        "runtime": tflite,
         "default_threads": default_threads(),
-        "delegates": delegates,
-        "edgetpu_devices": devices,
+        "delegates": ["cpu", "xnnpack"] + (["edgetpu"] if tpu.found else []),
+        "edgetpu_devices": list(tpu.devices),
+        "accelerators": [asdict(a) for a in accelerators],
         "models": models,
     }
     if args.json:
@@ -57,15 +65,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(
         f"edge {info['edge']}  python {info['python']} ({info['machine']})  "
-        f"numpy {info['numpy']}  opencv {info['opencv']}"
+        f"numpy {info['numpy']}  opencv {info['opencv']}  default threads {default_threads()}"
     )
-    if backends:
-        rt = ", ".join(f"{b.name} {b.version}" for b in backends)
-        print(f"runtimes: {rt}  (using {backends[0].name})")
-    else:
-        print("runtimes: none installed: pip install ai-edge-litert")
-    print(f"delegates: {', '.join(delegates)}  (default threads {default_threads()})")
-    print(f"edge tpu devices: {', '.join(devices) if devices else 'none found'}")
+    if tflite is None:
+        print("no TFLite runtime installed: pip install ai-edge-litert")
+    print("accelerators (used = what a model of its format would run on):")
+    for a in accelerators:
+        state = "used" if a.would_use else "found" if a.found else "missing"
+        devices = f" [{', '.join(a.devices)}]" if a.devices else ""
+        print(f"  {a.name:<15} {state:<8} {a.version or '-':<18} {a.detail}{devices}")
+        if a.problem:
+            print(f"  {'':<15} problem: {a.problem}")
     print("bundled models:")
     for name, m in models.items():
         if "error" in m:
@@ -73,9 +83,3 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"  {name:<22} {m['task']:<15} {m['version']:<8} {m['description'][:60]}")
     return 0
-
-
-def _edgetpu_library() -> bool:
-    import ctypes.util
-
-    return ctypes.util.find_library("edgetpu") is not None

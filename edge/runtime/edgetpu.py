@@ -93,13 +93,14 @@ def check_lockstep(backend: Backend) -> lockstep.Verdict:
     return verdict
 
 
-def present_devices() -> list[str]:
-    """Best-effort list of Edge TPUs visible to this machine, without loading the delegate."""
+def present_devices(root: Path = Path("/")) -> list[str]:
+    """Best-effort list of Edge TPUs visible to this machine, without loading the delegate
+    (``root``: where ``dev/`` and ``sys/`` are, ``/`` but for tests)."""
     found = []
-    apex = sorted(Path("/dev").glob("apex_*"))
+    apex = sorted((root / "dev").glob("apex_*"))
     found += [f"pci:{i}" for i in range(len(apex))]
     usb = 0
-    for dev in Path("/sys/bus/usb/devices").glob("*"):
+    for dev in sorted((root / "sys/bus/usb/devices").glob("*")):
         try:
             vid = (dev / "idVendor").read_text().strip()
             pid = (dev / "idProduct").read_text().strip()
