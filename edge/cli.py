@@ -90,7 +90,7 @@ class _CommandParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="edge", description="Camera frames → quantized TFLite → results on MQTT."
+        prog="edge", description="Camera frames → quantized TFLite or ONNX model → results on MQTT."
     )
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
     log_help = (

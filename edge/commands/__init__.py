@@ -42,7 +42,11 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("infer", "run a model on image files and print one JSON result per image", "infer"),
     Command("bench", "measure a model's speed and memory here", "bench"),
-    Command("info", "show runtimes, delegates, Edge TPUs and bundled models", "info"),
+    Command(
+        "info",
+        "show runtimes, accelerators (found, versions, devices, what is used) and bundled models",
+        "info",
+    ),
     Command("run", "run the daemon: cameras → model → MQTT", "run"),
     Command("check-config", "validate a configuration file (exit 0 or 78)", "check_config"),
     Command("listen", "print results and status arriving on the broker", "listen"),

@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image files, video files, folders (their images) or quoted globs",
     )
     parser.add_argument(
-        "--model", required=True, help="a .tflite file, a model directory or a bundled name"
+        "--model",
+        required=True,
+        help="a .tflite or .onnx file, a model directory or a bundled name",
     )
     parser.add_argument(
         "-o",
@@ -41,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=whole(1),
         default=1,
         metavar="T",
-        help="TFLite threads of each interpreter (default 1)",
+        help="runtime threads of each interpreter (default 1)",
     )
     parser.add_argument(
         "--every",

@@ -88,7 +88,9 @@ def delegate_chain(allowed: Sequence[Delegate]) -> Callable[[str], tuple[Delegat
 
 def add_model(p: argparse.ArgumentParser) -> None:
     """The positional MODEL of ``infer`` and ``bench``."""
-    p.add_argument("model", help="a .tflite file, a model directory, or a bundled model name")
+    p.add_argument(
+        "model", help="a .tflite or .onnx file, a model directory, or a bundled model name"
+    )
 
 
 def add_runtime(
@@ -224,7 +226,7 @@ def add_pipeline(p: argparse.ArgumentParser, command: str) -> None:
         "--fps", type=number(0.0), help="camera 0's target frame rate (0: as fast as it delivers)"
     )
     g.add_argument("--loop", action="store_true", help="restart file sources at their end")
-    g.add_argument("--model", help="model: .tflite, model directory or bundled name")
+    g.add_argument("--model", help="model: .tflite or .onnx file, model directory or bundled name")
     add_runtime(p, defaults=False)
     p.set_defaults(pipeline_command=command)
 

@@ -95,7 +95,7 @@ class ModelSettings:
     """[model]: the default model and how to run it."""
 
     path: str = key(
-        "shapes-detector", "A .tflite file, a model directory, or a bundled model name."
+        "shapes-detector", "A .tflite or .onnx file, a model directory, or a bundled model name."
     )
     task: Task | None = key(
         None,
