@@ -145,3 +145,26 @@ def test_a_mismatch_not_known_to_crash_is_a_warning(tmp_path: Path) -> None:
     assert "WARNING" in proc.stderr and "TensorFlow 2.16.1" in proc.stderr
     assert "tflite_runtime 2.16.1" in proc.stderr
     assert "no Edge TPU could be used" in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["check-config"], ["run", "--config"]])
+def test_check_config_refuses_the_pair_as_edge_run_does(tmp_path: Path, command: list[str]) -> None:
+    """A configuration with delegate = "edgetpu" and Coral's TensorFlow 2.5 libedgetpu is exit
+    78 with the lock-step message from `edge check-config` as from `edge run`."""
+    libdir = compile_edgetpu_stub(tmp_path / "lib", CORAL_LABEL, TF_2_5).parent
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'device = "pi"\nstate_dir = "{tmp_path / "state"}"\n\n'
+        '[model]\npath = "shapes-classifier"\ndelegate = "edgetpu"\n\n'
+        '[mqtt]\nhost = "localhost"\n\n[[cameras]]\nsource = "synthetic"\nname = "cam"\n'
+    )
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": str(libdir),
+        "EDGE_RUNTIME": "ai-edge-litert",
+        "PYTHONPATH": str(REPO),
+    }
+    cmd = [sys.executable, "-m", "edge", *command, str(cfg)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 78, proc.stderr
+    assert "built against TensorFlow 2.5.0" in proc.stderr and "ai-edge-litert" in proc.stderr

@@ -171,6 +171,8 @@ def _dpkg_owner(path: str, admin: Path) -> str:
         return ""
     target = os.path.realpath(path)
     for stanza in status.split("\n\n"):
+        if "Package: libedgetpu" not in stanza:  # skip the other thousand packages cheaply
+            continue
         fields = dict(
             line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
         )
