@@ -146,3 +146,18 @@ def test_edge_info_lists_every_accelerator_in_text_and_json() -> None:
         "detail",
     }
     assert "onnxruntime" in info["runtimes"] and info["runtime"] == "ai-edge-litert"
+
+
+def test_a_failing_core_probe_is_an_entry_not_an_exception(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When reading the devices raises, the Edge TPU entry says so and the others still come."""
+
+    def unreadable(root: Path) -> list[str]:
+        raise PermissionError(13, "Permission denied", str(root / "sys"))
+
+    monkeypatch.setattr(edgetpu, "present_devices", unreadable)
+    found = by_name(probes(root=tmp_path, plugins=()))
+    assert not found["edgetpu"].found
+    assert found["edgetpu"].problem.startswith("probe failed: PermissionError")
+    assert found["xnnpack"].would_use and found["onnxruntime"].found

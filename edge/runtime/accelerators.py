@@ -15,7 +15,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from edge.errors import RuntimeUnavailableError
@@ -59,11 +60,11 @@ def probes(
     ``options.delegates`` this machine can run. root: where ``dev/`` and ``sys/`` are (``/``
     but for tests); plugins: the modules whose ``probe()`` to call."""
     opts = options or RuntimeOptions()
-    runtimes = [_runtime(name, opts) for name in BACKENDS]
+    runtimes = [_guarded(name, partial(_runtime, name, opts)) for name in BACKENDS]
     chosen = next((r for r in runtimes if r.would_use), None)
     backend = _backend(opts) if chosen else None
     xnnpack = _xnnpack(backend)
-    tpu = _edgetpu(backend, root)
+    tpu = _guarded("edgetpu", lambda: _edgetpu(backend, root))
     usable = {"xnnpack": xnnpack.found, "cpu": xnnpack.found, "edgetpu": tpu.would_use}
     first = next((d for d in opts.delegates if usable.get(d, d == "external")), "")
     out = [
@@ -80,7 +81,7 @@ def probes(
 
 
 def _with_use(a: Accelerator, use: bool) -> Accelerator:
-    return Accelerator(a.name, a.found, a.version, a.devices, a.problem, use, a.detail)
+    return replace(a, would_use=use)
 
 
 def _backend(opts: RuntimeOptions) -> Backend | None:
@@ -116,11 +117,8 @@ def _xnnpack(backend: Backend | None) -> Accelerator:
 
 def _edgetpu(backend: Backend | None, root: Path) -> Accelerator:
     """would_use here means "usable": the library loads, a Coral is present, no refusal."""
-    try:
-        lib = libedgetpu.read(edgetpu.library_name(), root / "var/lib/dpkg")
-        devices = tuple(edgetpu.present_devices(root))
-    except Exception as exc:  # a probe never raises
-        return Accelerator("edgetpu", False, problem=f"probe failed: {type(exc).__name__}: {exc}")
+    lib = libedgetpu.read(edgetpu.library_name(), root / "var/lib/dpkg")
+    devices = tuple(edgetpu.present_devices(root))
     if not lib.found:
         problem = (
             "a Coral is plugged in but libedgetpu is not installed: install libedgetpu1-std "
