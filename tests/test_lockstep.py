@@ -61,6 +61,16 @@ def test_the_tensorflow_version_comes_from_the_owning_package(tmp_path: Path) ->
     assert "cannot tell which TensorFlow" in unknown.problem
 
 
+def test_an_unknown_embedded_commit_is_named_in_the_problem(tmp_path: Path) -> None:
+    """A TENSORFLOW_COMMIT that is no known release leaves the TensorFlow version unknown and
+    the problem names the commit."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    stub = compile_edgetpu_stub(tmp_path / "lib", "BuildLabel(N/A), RuntimeVersion(14)", commit)
+    lib = libedgetpu.read(str(stub), tmp_path / "no-dpkg")
+    assert (lib.commit, lib.tensorflow) == (commit, "")
+    assert f"TENSORFLOW_COMMIT {commit} is not a release edge knows" in lib.problem
+
+
 def test_missing_and_foreign_libraries_are_reported_not_raised(tmp_path: Path) -> None:
     """A library that does not load is not found; one without edgetpu_version() is found with a
     problem saying it is not an Edge TPU runtime."""

@@ -97,11 +97,12 @@ def read(library: str, dpkg_admin: Path = DPKG_ADMIN) -> EdgeTpuLibrary:
     commit = _embedded_commit(path)
     package = _dpkg_owner(path, dpkg_admin)
     tensorflow, source = _tensorflow(commit, package)
+    label = f"TENSORFLOW_COMMIT {commit} is not a release edge knows" if commit else "no label"
     problem = (
         ""
         if tensorflow
-        else "cannot tell which TensorFlow it was built against (no known TENSORFLOW_COMMIT "
-        "label and no libedgetpu package version naming one)"
+        else f"cannot tell which TensorFlow it was built against ({label}, and no libedgetpu "
+        "package version names one)"
     )
     return EdgeTpuLibrary(
         True,
