@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEVICE_PATTERN = re.compile(r"^(usb|pci)(:\d+)?$")
-# (library path, runtime, version) → verdict: libedgetpu is read and judged once per process,
-# not at every re-probe of a failover chain.
+# (library name, runtime, version) → verdict: libedgetpu is read and judged once per process,
+# not at every re-probe of a failover chain (a newly installed libedgetpu needs a restart
+# anyway: the process keeps the one the dynamic linker loaded).
 _verdicts: dict[tuple[str, str, str], lockstep.Verdict] = {}
 
 
