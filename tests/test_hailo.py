@@ -8,6 +8,7 @@ hardware test runs a real HEF on a Pi."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -125,10 +126,12 @@ def test_load_exposes_the_hef_as_uint8_input_and_ssd_outputs(
     """The HEF's input vstream becomes a uint8 [1,192,192,3] input with no quantization (the
     HEF normalizes), its NMS output the four SSD post-process outputs (60 = 3 classes × 20
     boxes); the load info names HailoRT, its version and the chip; two models share one
-    VDevice, released with the last."""
+    VDevice, released with the last, and the chip is identified once."""
+    opened = hailo.Device.opened
     a = load(model / "model.hef", RuntimeOptions())
     b = load(model / "model.hef", RuntimeOptions())
     assert hailo.VDevice.open_count == 1 and backend._Shared.users == 2
+    assert hailo.Device.opened - opened == 1
     spec = a.inputs[0]
     assert spec.shape == (1, 192, 192, 3) and spec.dtype == np.uint8 and not spec.quantized
     assert [o.shape for o in a.outputs] == [(1, 60, 4), (1, 60), (1, 60), (1,)]
@@ -194,17 +197,22 @@ def test_hef_target_is_read_from_the_header(tmp_path: Path) -> None:
 def test_the_chip_is_checked_against_the_hef_target(
     hailo: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
     target: str,
     chip: str,
     runs: bool,
 ) -> None:
-    """A HEF loads on the chips HailoRT runs it on; on another chip loading is a DelegateError
-    (exit 78) naming both and the HEF to use, raised before the device is configured."""
+    """A HEF loads on the chips HailoRT runs it on (a Hailo-8L HEF on a Hailo-8 with a warning
+    that it runs slower); on another chip loading is a DelegateError (exit 78) naming both and
+    the HEF to use, raised before the device is configured."""
     monkeypatch.setenv("HAILO_FAKE_ARCH", chip)
     path = hailo_detector(tmp_path / "m", target) / "model.hef"
     if runs:
-        load(path, RuntimeOptions()).close()
+        with caplog.at_level(logging.WARNING, "edge.runtime.hef"):
+            load(path, RuntimeOptions()).close()
+        slower = "runs on this Hailo-8 at Hailo-8L speed" in caplog.text
+        assert slower == (target == "HAILO8L" and chip == "HAILO8")
         return
     with pytest.raises(DelegateError) as err:
         load(path, RuntimeOptions())
@@ -345,6 +353,22 @@ def test_infer_prints_the_tflite_labels(model: Path) -> None:
         assert sorted(d["label"] for d in got["detections"]) == sorted(
             d["label"] for d in want["detections"]
         )
+
+
+def test_batch_writes_the_tflite_labels(model: Path, tmp_path: Path) -> None:
+    """`edge batch` with the HEF (two workers sharing the chip) writes a record per scene with
+    the labels the TFLite model's batch records have."""
+    out = {}
+    for name, ref in (("hef", str(model)), ("tflite", "shapes-detector")):
+        path = tmp_path / f"{name}.jsonl"
+        images = [str(SHAPES / n) for n in SCENES]
+        proc = edge("batch", *images, "--model", ref, "--workers", "2", "--output", str(path))
+        assert proc.returncode == 0, proc.stderr
+        out[name] = {r["path"]: r for r in map(json.loads, path.read_text().splitlines())}
+    assert out["hef"].keys() == out["tflite"].keys() and len(out["hef"]) == len(SCENES)
+    for key, rec in out["hef"].items():
+        labels = sorted(d["label"] for d in rec["detections"])
+        assert labels == sorted(d["label"] for d in out["tflite"][key]["detections"]), key
 
 
 def test_daemon_runs_the_hef(

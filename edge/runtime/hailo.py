@@ -132,11 +132,15 @@ class _Shared:
     lock = threading.Lock()
     vdevice: Any = None
     users = 0
+    # The chip's identity, read before the VDevice was opened: while it is open the chip is
+    # not opened again as a Device just to ask.
+    identity: tuple[str, tuple[int, int, int]] | None = None
 
     @classmethod
-    def acquire(cls, hp: Any) -> Any:
+    def acquire(cls, hp: Any, identity: tuple[str, tuple[int, int, int]]) -> Any:
         with cls.lock:
             if cls.vdevice is None:
+                cls.identity = identity
                 params = hp.VDevice.create_params()
                 params.scheduling_algorithm = hp.HailoSchedulingAlgorithm.ROUND_ROBIN
                 cls.vdevice = hp.VDevice(params)
@@ -149,7 +153,7 @@ class _Shared:
             cls.users -= 1
             if cls.users == 0 and cls.vdevice is not None:
                 cls.vdevice.release()
-                cls.vdevice = None
+                cls.vdevice, cls.identity = None, None
 
 
 class HailoSession:
@@ -158,10 +162,10 @@ class HailoSession:
     count). The bindings, the input buffer and the output arrays are made once at load;
     ``get_tensor`` returns copies of what the last ``invoke()`` filled."""
 
-    def __init__(self, hp: Any, path: Path, library: str) -> None:
+    def __init__(self, hp: Any, path: Path, identity: tuple[str, tuple[int, int, int]]) -> None:
         self._stack = contextlib.ExitStack()
         self._released = False
-        vdevice = _Shared.acquire(hp)
+        vdevice = _Shared.acquire(hp, identity)
         self._stack.callback(_Shared.release)
         try:
             self._setup(hp, vdevice, path)
@@ -312,19 +316,13 @@ def load(path: Path, options: RuntimeOptions, verify: bool = True) -> Interprete
     check_driver(library)
     t0 = time.perf_counter()
     try:
-        ids = list(hp.Device.scan())
-        if not ids:
-            raise hp.HailoRTException("HailoRT found no device")
-        with hp.Device(ids[0]) as device:
-            board = device.control.identify()
+        arch, firmware = _Shared.identity or _identify(hp)
     except hp.HailoRTException as exc:
         raise _explain_open(exc, library) from exc
-    arch = str(board.device_architecture)
-    fw = board.firmware_version
-    check_firmware(library, (fw.major, fw.minor, fw.revision), arch)
+    check_firmware(library, firmware, arch)
     check_target(path, target, arch)
     try:
-        raw = HailoSession(hp, path, library)
+        raw = HailoSession(hp, path, (arch, firmware))
     except hp.HailoRTException as exc:
         raise _explain_open(exc, library) from exc
     try:
@@ -347,6 +345,18 @@ def load(path: Path, options: RuntimeOptions, verify: bool = True) -> Interprete
     return HailoInterpreter(raw, Backend("hailort", library, hp), info, path)
 
 
+def _identify(hp: Any) -> tuple[str, tuple[int, int, int]]:
+    """(architecture, firmware version) of the first Hailo device, as `hailortcli fw-control
+    identify` reports them."""
+    ids = list(hp.Device.scan())
+    if not ids:
+        raise hp.HailoRTException("HailoRT found no device")
+    with hp.Device(ids[0]) as device:
+        board = device.control.identify()
+    fw = board.firmware_version
+    return str(board.device_architecture), (int(fw.major), int(fw.minor), int(fw.revision))
+
+
 def probe() -> dict[str, object]:
     """What ``edge info`` lists for Hailo, never raising: whether HailoRT imports, its
     version, the chips found and the first problem met."""
@@ -362,9 +372,12 @@ def probe() -> dict[str, object]:
         out["version"] = library = str(hp.__version__)
         check_driver(library)
         archs = []
-        for device_id in hp.Device.scan():
-            with hp.Device(device_id) as device:
-                archs.append(str(device.control.identify().device_architecture))
+        if _Shared.identity is not None:  # in use by a model here: not opened again
+            archs.append(_Shared.identity[0])
+        else:
+            for device_id in hp.Device.scan():
+                with hp.Device(device_id) as device:
+                    archs.append(str(device.control.identify().device_architecture))
         out["devices"] = archs
         out["found"] = bool(archs)
         if not archs:

@@ -288,9 +288,10 @@ class Control:
 class Device:
     """A physical device (for inference use VDevice)."""
 
+    opened = 0  # Device objects made in this process (tests check the chip is not reopened)
+
     @classmethod
     def scan(cls) -> list[str]:
-        _open_driver()
         return [
             f"0001:0{i + 1}:00.0" for i in range(int(os.environ.get("HAILO_FAKE_DEVICES", "1")))
         ]
@@ -303,6 +304,7 @@ class Device:
                 raise HailoRTException("HailoRT device not found in the system")
             device_id = ids[0]
         _open_driver()
+        Device.opened += 1
         self._device_id = device_id
         self._device = device_id
         self._control_object = Control(device_id)
@@ -344,6 +346,7 @@ class VDevice:
     ) -> None:
         self._vdevice: bool | None = None
         self._params = params or VDevice.create_params()
+        _open_driver()
         ids = device_ids or Device.scan()
         if not ids:
             raise _exception(74)
