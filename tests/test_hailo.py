@@ -371,6 +371,27 @@ def test_batch_writes_the_tflite_labels(model: Path, tmp_path: Path) -> None:
         assert labels == sorted(d["label"] for d in out["tflite"][key]["detections"]), key
 
 
+def test_check_config_and_run_refuse_a_hef_for_another_chip(broker: Broker, tmp_path: Path) -> None:
+    """`edge check-config` and `edge run` both exit 78 with the architecture message for a
+    Hailo-8 HEF on a Hailo-8L, before anything is published."""
+    model = hailo_detector(tmp_path / "m", "HAILO8P")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'device = "hailodev"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[model]\npath = "{model}"\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        f'[[cameras]]\nname = "cam"\nsource = "{REPO / "samples" / "shapes.mp4"}"\n'
+    )
+    sub = Subscriber(broker, "edge/hailodev/#")
+    env = fake_env(HAILO_FAKE_ARCH="HAILO8L")
+    for args in (("check-config", str(config)), ("run", "--config", str(config))):
+        proc = edge(*args, env=env)
+        assert proc.returncode == EX_CONFIG, (args, proc.stderr)
+        assert "device here is a HAILO8L" in proc.stderr and "Traceback" not in proc.stderr
+    assert not sub.payloads("/result")
+    sub.close()
+
+
 def test_daemon_runs_the_hef(
     hailo: ModuleType, broker: Broker, model: Path, tmp_path: Path
 ) -> None:

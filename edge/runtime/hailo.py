@@ -119,8 +119,9 @@ def _explain_open(exc: Exception, library: str) -> Exception:
             f"`{_packages(library)}`, then reboot."
         )
     return DelegateError(
-        f"no usable Hailo device ({text}). Check that the AI HAT+ / AI Kit is fitted and "
-        "`hailortcli fw-control identify` lists it; on Raspberry Pi OS install the driver with "
+        f"no usable Hailo device ({text}). Check that the AI HAT+ / AI Kit is fitted, that "
+        "`hailortcli fw-control identify` lists it and that no other process (Frigate, a "
+        "camera demo) holds it; on Raspberry Pi OS install the driver with "
         f"`{_packages(library)}` and reboot."
     )
 
