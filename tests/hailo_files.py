@@ -6,7 +6,10 @@ normalization is the HEF's, so none is given)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,29 @@ from fakes.hailo_platform.pyhailort._device import write
 
 REPO = Path(__file__).resolve().parent.parent
 DETECTOR = REPO / "models" / "shapes-detector"
+FAKES = REPO / "tests" / "fakes"
+KNOBS = ("HAILO_FAKE_ARCH", "HAILO_FAKE_DRIVER", "HAILO_FAKE_FIRMWARE", "HAILO_FAKE_DEVICES")
+
+
+def fake_env(**knobs: str) -> dict[str, str]:
+    """The environment for an edge subprocess that imports the fake hailo_platform with
+    these knobs (the others at their defaults)."""
+    env = {k: v for k, v in os.environ.items() if k not in KNOBS}
+    env["PYTHONPATH"] = os.pathsep.join([str(FAKES), str(REPO)])
+    return {**env, **knobs}
+
+
+def edge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the edge CLI (by default with the fake hailo_platform importable)."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=env or fake_env(),
+    )
 
 
 def hailo_detector(

@@ -1,9 +1,9 @@
-"""Hailo models (.hef) through HailoRT's Python API: on the fake hailo_platform (its "chip" runs
-the bundled detector's .tflite on the bound pixels and applies HailoRT's NMS), the Hailo path
-gives the TFLite path's detections on the test scenes through the same Engine, CLI commands
-and daemon; a chip that cannot run the HEF, a driver or firmware of another version, a missing
-HailoRT and a HEF edge cannot feed are each one exit-78 message saying what to do. The
-hardware test runs a real HEF on a Pi."""
+"""Hailo models (.hef) through HailoRT's Python API, in-process: on the fake hailo_platform (its
+"chip" runs the bundled detector's .tflite on the bound pixels and applies HailoRT's NMS), the
+Hailo path gives the TFLite path's detections on the test scenes; a chip that cannot run the
+HEF, a driver or firmware of another version, a missing HailoRT and a HEF edge cannot feed are
+each one exit-78 message saying what to do. The hardware test runs a real HEF on a Pi. The
+commands and the daemon are in test_hailo_cli.py."""
 
 from __future__ import annotations
 
@@ -11,20 +11,15 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-import cv2
 import jsonschema
 import numpy as np
 import pytest
-from broker import Broker, Subscriber
-from fakes.activate import fake_hailo_platform
-from hailo_files import hailo_detector
+from hailo_files import REPO, edge, hailo_detector
 
 from edge.decode import read_image
 from edge.engine import Engine
@@ -33,48 +28,10 @@ from edge.runtime import RuntimeOptions, load, load_model
 from edge.runtime import hailo as backend
 from edge.runtime.hef import hef_target
 
-REPO = Path(__file__).resolve().parent.parent
-FAKES = REPO / "tests" / "fakes"
 SHAPES = REPO / "tests" / "data" / "shapes"
 TRUTH = json.loads((SHAPES / "truth.json").read_text())
 SCHEMA = json.loads((REPO / "edge" / "schema" / "result.schema.json").read_text())
 SCENES = sorted(n for n in TRUTH if "objects" in TRUTH[n])
-KNOBS = ("HAILO_FAKE_ARCH", "HAILO_FAKE_DRIVER", "HAILO_FAKE_FIRMWARE", "HAILO_FAKE_DEVICES")
-
-
-@pytest.fixture
-def hailo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
-    """The fake hailo_platform on a Hailo-8L with matching driver and firmware; no sysfs
-    driver version unless a test writes one."""
-    for knob in KNOBS:
-        monkeypatch.delenv(knob, raising=False)
-    monkeypatch.setattr(backend, "SYSFS_MODULES", tmp_path / "sys-module")
-    with fake_hailo_platform() as module:
-        yield module
-    assert backend._Shared.users == 0 and backend._Shared.vdevice is None  # all released
-
-
-@pytest.fixture
-def model(tmp_path: Path) -> Path:
-    return hailo_detector(tmp_path / "shapes-detector-hailo")
-
-
-def fake_env(**knobs: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in KNOBS}
-    env["PYTHONPATH"] = os.pathsep.join([str(FAKES), str(REPO)])
-    return {**env, **knobs}
-
-
-def edge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-        env=env or fake_env(),
-    )
 
 
 def paired_ious(
@@ -92,7 +49,7 @@ def paired_ious(
 
 # -- the same answers as the TFLite model ------------------------------------------------------
 def test_detector_gives_the_tflite_detections_on_the_test_scenes(
-    hailo: ModuleType, model: Path
+    hailo: ModuleType, hailo_model: Path
 ) -> None:
     """On every test scene the Hailo path (edge's preprocessing into the bound uint8 buffer,
     the chip's NMS by class, edge's SSD decoding) reports the TFLite model's labels with
@@ -102,7 +59,7 @@ def test_detector_gives_the_tflite_detections_on_the_test_scenes(
     (the agreement the ONNX test allows for the same reason). The chip ran once per scene."""
     configured = sys.modules["hailo_platform.pyhailort.pyhailort"].ConfiguredInferModel
     tflite = Engine.load("shapes-detector")
-    engine = Engine.load(model)
+    engine = Engine.load(hailo_model)
     before = configured.runs
     ious: list[float] = []
     try:
@@ -121,15 +78,15 @@ def test_detector_gives_the_tflite_detections_on_the_test_scenes(
 
 
 def test_load_exposes_the_hef_as_uint8_input_and_ssd_outputs(
-    hailo: ModuleType, model: Path
+    hailo: ModuleType, hailo_model: Path
 ) -> None:
     """The HEF's input vstream becomes a uint8 [1,192,192,3] input with no quantization (the
     HEF normalizes), its NMS output the four SSD post-process outputs (60 = 3 classes × 20
     boxes); the load info names HailoRT, its version and the chip; two models share one
     VDevice, released with the last, and the chip is identified once."""
     opened = hailo.Device.opened
-    a = load(model / "model.hef", RuntimeOptions())
-    b = load(model / "model.hef", RuntimeOptions())
+    a = load(hailo_model / "model.hef", RuntimeOptions())
+    b = load(hailo_model / "model.hef", RuntimeOptions())
     assert hailo.VDevice.open_count == 1 and backend._Shared.users == 2
     assert hailo.Device.opened - opened == 1
     spec = a.inputs[0]
@@ -151,11 +108,11 @@ def test_load_exposes_the_hef_as_uint8_input_and_ssd_outputs(
 
 
 def test_set_input_copies_a_prepared_frame_and_refuses_others(
-    hailo: ModuleType, model: Path
+    hailo: ModuleType, hailo_model: Path
 ) -> None:
     """The daemon path (a tensor preprocessed elsewhere, copied in with set_input) gives the
     detections of preprocessing in place; a float tensor is refused."""
-    engine = Engine.load(model)
+    engine = Engine.load(hailo_model)
     try:
         image = read_image(SHAPES / "scene_1.jpg")
         want = engine.infer(image)
@@ -222,7 +179,7 @@ def test_the_chip_is_checked_against_the_hef_target(
 
 
 def test_a_driver_of_another_version_is_named_with_the_library(
-    hailo: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model: Path
+    hailo: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hailo_model: Path
 ) -> None:
     """A loaded driver whose version differs from HailoRT's is refused before the device is
     opened, naming both versions and the apt package that aligns them; without a readable
@@ -232,34 +189,34 @@ def test_a_driver_of_another_version_is_named_with_the_library(
     version.write_text("4.20.0\n")
     monkeypatch.setenv("HAILO_FAKE_DRIVER", "4.20.0")
     with pytest.raises(RuntimeUnavailableError) as err:
-        load(model / "model.hef", RuntimeOptions())
+        load(hailo_model / "model.hef", RuntimeOptions())
     text = str(err.value)
     assert "hailo_pci 4.20.0" in text and "library (4.23.0)" in text, text
     assert "sudo apt install hailo-all" in text and err.value.exit_code == EX_CONFIG
     version.unlink()
     with pytest.raises(RuntimeUnavailableError, match=r"HailoRT 4\.23\.0 refuses .*dmesg"):
-        load(model / "model.hef", RuntimeOptions())
+        load(hailo_model / "model.hef", RuntimeOptions())
 
 
 def test_firmware_of_another_version_is_named_with_the_library(
-    hailo: ModuleType, monkeypatch: pytest.MonkeyPatch, model: Path
+    hailo: ModuleType, monkeypatch: pytest.MonkeyPatch, hailo_model: Path
 ) -> None:
     """Firmware of another major.minor than the library is an exit-78 error naming both."""
     monkeypatch.setenv("HAILO_FAKE_FIRMWARE", "4.20.0")
     with pytest.raises(
         RuntimeUnavailableError, match=r"firmware \(4\.20\.0\) does not match .*4\.23\.0"
     ):
-        load(model / "model.hef", RuntimeOptions())
+        load(hailo_model / "model.hef", RuntimeOptions())
 
 
 def test_no_device_says_how_to_check_the_hat(
-    hailo: ModuleType, monkeypatch: pytest.MonkeyPatch, model: Path
+    hailo: ModuleType, monkeypatch: pytest.MonkeyPatch, hailo_model: Path
 ) -> None:
     """HailoRT installed but no chip found is a DelegateError pointing at the HAT and
     `hailortcli fw-control identify`."""
     monkeypatch.setenv("HAILO_FAKE_DEVICES", "0")
     with pytest.raises(DelegateError, match="hailortcli fw-control identify"):
-        load(model / "model.hef", RuntimeOptions())
+        load(hailo_model / "model.hef", RuntimeOptions())
 
 
 @pytest.mark.parametrize(
@@ -281,27 +238,27 @@ def test_a_hef_edge_cannot_feed_or_decode_is_refused(
     assert hailo.VDevice.open_count == 0
 
 
-def test_tflite_delegate_settings_do_not_apply(hailo: ModuleType, model: Path) -> None:
+def test_tflite_delegate_settings_do_not_apply(hailo: ModuleType, hailo_model: Path) -> None:
     """A delegate chain or the Edge TPU delegate for a HEF is an exit-78 error."""
     with pytest.raises(ModelError, match="runs on the Hailo device"):
-        load_model(model / "model.hef", RuntimeOptions(chain=("xnnpack",)))
+        load_model(hailo_model / "model.hef", RuntimeOptions(chain=("xnnpack",)))
     with pytest.raises(DelegateError, match="do not apply"):
-        load(model / "model.hef", RuntimeOptions(delegate="edgetpu"))
+        load(hailo_model / "model.hef", RuntimeOptions(delegate="edgetpu"))
 
 
 def test_without_hailort_the_error_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch, model: Path
+    monkeypatch: pytest.MonkeyPatch, hailo_model: Path
 ) -> None:
     """Without hailo_platform, loading a HEF raises RuntimeUnavailableError naming the apt
     package and the venv flag; the CLI exits 78 with that line and no traceback."""
     monkeypatch.setitem(sys.modules, "hailo_platform", None)
     with pytest.raises(RuntimeUnavailableError) as err:
-        Engine.load(model)
+        Engine.load(hailo_model)
     assert "sudo apt install hailo-all" in str(err.value)
     assert "--system-site-packages" in str(err.value)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = edge(
-        "infer", str(model), str(SHAPES / "scene_0.jpg"), env={**env, "PYTHONPATH": str(REPO)}
+        "infer", str(hailo_model), str(SHAPES / "scene_0.jpg"), env={**env, "PYTHONPATH": str(REPO)}
     )
     assert proc.returncode == EX_CONFIG, proc.stderr
     assert "sudo apt install hailo-all" in proc.stderr and "Traceback" not in proc.stderr
@@ -326,118 +283,6 @@ def test_probe_reports_without_raising(
     report = backend.probe()
     assert report["found"] is False and report["version"] == ""
     assert "sudo apt install hailo-all" in str(report["problem"])
-
-
-# -- the commands ------------------------------------------------------------------------------
-def test_bench_prints_the_report_for_the_hef(model: Path) -> None:
-    """`edge bench` on the HEF prints the usual report naming HailoRT and the chip, and the
-    JSON report says the runs were made."""
-    proc = edge("bench", str(model), "--runs", "5", "--warmup", "1")
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert lines[0] == "model shapes-detector-hailo   runtime hailort 4.23.0   delegate hailo8l"
-    assert re.fullmatch(r" +1( +\d+\.\d+){7} +5 +-?\d+\.\dMB", lines[2]), lines
-    report = json.loads(edge("bench", str(model), "--runs", "3", "--json").stdout)
-    assert report[0]["backend"] == "hailort" and report[0]["runs"] == 3
-
-
-def test_infer_prints_the_tflite_labels(model: Path) -> None:
-    """`edge infer` on the HEF prints one schema-valid result per scene with the labels the
-    TFLite model finds."""
-    images = [str(SHAPES / n) for n in SCENES]
-    hef, tflite = edge("infer", str(model), *images), edge("infer", "shapes-detector", *images)
-    assert hef.returncode == tflite.returncode == 0, hef.stderr
-    for a, b in zip(hef.stdout.splitlines(), tflite.stdout.splitlines(), strict=True):
-        got, want = json.loads(a), json.loads(b)
-        jsonschema.validate(got, SCHEMA)
-        assert sorted(d["label"] for d in got["detections"]) == sorted(
-            d["label"] for d in want["detections"]
-        )
-
-
-def test_batch_writes_the_tflite_labels(model: Path, tmp_path: Path) -> None:
-    """`edge batch` with the HEF (two workers sharing the chip) writes a record per scene with
-    the labels the TFLite model's batch records have."""
-    out = {}
-    for name, ref in (("hef", str(model)), ("tflite", "shapes-detector")):
-        path = tmp_path / f"{name}.jsonl"
-        images = [str(SHAPES / n) for n in SCENES]
-        proc = edge("batch", *images, "--model", ref, "--workers", "2", "--output", str(path))
-        assert proc.returncode == 0, proc.stderr
-        out[name] = {r["path"]: r for r in map(json.loads, path.read_text().splitlines())}
-    assert out["hef"].keys() == out["tflite"].keys() and len(out["hef"]) == len(SCENES)
-    for key, rec in out["hef"].items():
-        labels = sorted(d["label"] for d in rec["detections"])
-        assert labels == sorted(d["label"] for d in out["tflite"][key]["detections"]), key
-
-
-def test_check_config_and_run_refuse_a_hef_for_another_chip(broker: Broker, tmp_path: Path) -> None:
-    """`edge check-config` and `edge run` both exit 78 with the architecture message for a
-    Hailo-8 HEF on a Hailo-8L, before anything is published."""
-    model = hailo_detector(tmp_path / "m", "HAILO8P")
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'device = "hailodev"\nstate_dir = "{tmp_path / "state"}"\n'
-        f'[model]\npath = "{model}"\n'
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
-        f'[[cameras]]\nname = "cam"\nsource = "{REPO / "samples" / "shapes.mp4"}"\n'
-    )
-    sub = Subscriber(broker, "edge/hailodev/#")
-    env = fake_env(HAILO_FAKE_ARCH="HAILO8L")
-    for args in (("check-config", str(config)), ("run", "--config", str(config))):
-        proc = edge(*args, env=env)
-        assert proc.returncode == EX_CONFIG, (args, proc.stderr)
-        assert "device here is a HAILO8L" in proc.stderr and "Traceback" not in proc.stderr
-    assert not sub.payloads("/result")
-    sub.close()
-
-
-def test_daemon_runs_the_hef(
-    hailo: ModuleType, broker: Broker, model: Path, tmp_path: Path
-) -> None:
-    """`edge run` with the HEF publishes a result for every frame of the sample clip, in order,
-    each with the detections edge's Engine gives for that frame in-process."""
-    clip = REPO / "samples" / "shapes.mp4"
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'device = "hailodev"\nstate_dir = "{tmp_path / "state"}"\n'
-        f'[model]\npath = "{model}"\n'
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
-        f'[[cameras]]\nname = "cam"\nsource = "{clip}"\nrealtime = false\n'
-    )
-    sub = Subscriber(broker, "edge/hailodev/#")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge", "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=REPO,
-        env=fake_env(),
-    )
-    try:
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, err.decode(errors="replace")
-    assert sub.wait_until(lambda ms: len(sub.payloads("/result")) >= 120, 10)
-    got = [json.loads(p) for p in sub.payloads("/result")]
-    sub.close()
-    assert [r["seq"] for r in got] == list(range(1, 121))
-    assert {r["model"]["name"] for r in got} == {"shapes-detector-hailo"}
-    engine = Engine.load(model)
-    cap = cv2.VideoCapture(str(clip))
-    try:
-        for r in got:
-            ok, frame = cap.read()
-            assert ok
-            want = engine.infer(frame).to_dict()["detections"]
-            assert [d["label"] for d in r["detections"]] == [d["label"] for d in want]
-            for d, w in zip(r["detections"], want, strict=True):
-                np.testing.assert_allclose(d["box"], w["box"], atol=2e-3)
-    finally:
-        cap.release()
-        engine.close()
 
 
 # -- on the device -----------------------------------------------------------------------------
