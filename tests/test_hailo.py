@@ -238,6 +238,17 @@ def test_a_hef_edge_cannot_feed_or_decode_is_refused(
     assert hailo.VDevice.open_count == 0
 
 
+def test_a_hef_hailort_cannot_read_is_a_model_error(hailo: ModuleType, tmp_path: Path) -> None:
+    """A HEF whose header is sound but whose body HailoRT cannot parse (cut short) is a
+    ModelError saying to copy it again, not a device problem."""
+    path = hailo_detector(tmp_path / "m") / "model.hef"
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ModelError, match=r"cannot read .*copy the HEF again") as err:
+        load(path, RuntimeOptions())
+    assert not isinstance(err.value, DelegateError)
+    assert hailo.VDevice.open_count == 0
+
+
 def test_tflite_delegate_settings_do_not_apply(hailo: ModuleType, hailo_model: Path) -> None:
     """A delegate chain or the Edge TPU delegate for a HEF is an exit-78 error."""
     with pytest.raises(ModelError, match="runs on the Hailo device"):

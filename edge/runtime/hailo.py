@@ -175,7 +175,14 @@ class HailoSession:
             raise
 
     def _setup(self, hp: Any, vdevice: Any, path: Path) -> None:
-        hef = hp.HEF(str(path))
+        try:
+            hef = hp.HEF(str(path))
+            model = vdevice.create_infer_model(str(path))
+        except hp.HailoRTException as exc:
+            raise ModelError(
+                f"HailoRT {hp.__version__} cannot read {path} ({exc}): copy the HEF again, or "
+                "compile it with the Dataflow Compiler release that matches this HailoRT."
+            ) from exc
         inputs, outputs = hef.get_input_vstream_infos(), hef.get_output_vstream_infos()
         if len(inputs) != 1:
             raise ModelError(
@@ -204,7 +211,6 @@ class HailoSession:
             )
         nms = outputs[0].nms_shape
         self.classes, self.per_class = int(nms.number_of_classes), int(nms.max_bboxes_per_class)
-        model = vdevice.create_infer_model(str(path))
         model.set_batch_size(1)
         model.input().set_format_type(info.format.type)
         self._out_name = outputs[0].name
