@@ -60,7 +60,9 @@ def import_hailo_platform() -> Any:
     """The hailo_platform module, or RuntimeUnavailableError saying what to install."""
     try:
         return importlib.import_module("hailo_platform")
-    except ImportError as exc:
+    # ImportError (not installed, libhailort missing, its version not the binding's) or
+    # hailo_platform's own MissingPyHRTLib (an Exception) when the binding is absent.
+    except Exception as exc:
         raise RuntimeUnavailableError(
             f".hef models need HailoRT's Python API (hailo_platform), which cannot be imported "
             f"({exc}). On Raspberry Pi OS install it with `{INSTALL}` (`{INSTALL_H10}` for the "
