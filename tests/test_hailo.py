@@ -22,7 +22,7 @@ import pytest
 from hailo_files import REPO, edge, hailo_detector
 
 from edge.decode import read_image
-from edge.engine import Engine
+from edge.engine import Engine, Overrides
 from edge.errors import EX_CONFIG, DelegateError, ModelError, RuntimeUnavailableError
 from edge.runtime import RuntimeOptions, load, load_model
 from edge.runtime import hailo as backend
@@ -123,6 +123,31 @@ def test_set_input_copies_a_prepared_frame_and_refuses_others(
             engine.interpreter.set_input(tensor.astype(np.float32))
     finally:
         engine.close()
+
+
+def test_the_hefs_nms_applies_and_edge_filters_on_top(hailo: ModuleType, hailo_model: Path) -> None:
+    """The HEF's compiled NMS (IoU 0.45) decides which boxes overlap too much: on an image
+    whose three square boxes overlap by IoU up to 0.43, edge's iou_threshold 0.01 does not
+    re-run NMS on them (the same detections), while its threshold and max_detections filter
+    what the chip returned."""
+    from edge.postprocess import iou_matrix
+
+    image = read_image(SHAPES / "green_square.png")
+    engines = [
+        Engine.load(hailo_model, overrides=Overrides(**o))
+        for o in ({}, {"iou_threshold": 0.01}, {"threshold": 0.6}, {"max_detections": 2})
+    ]
+    try:
+        base, low_iou, strict, two = (e.infer(image).detections for e in engines)
+        boxes = np.array([d.box for d in base])
+        overlap = iou_matrix(boxes, boxes)[np.triu_indices(len(base), 1)]
+        assert len(base) == 3 and 0.3 < overlap.max() < 0.45
+        assert low_iou == base
+        assert strict == tuple(d for d in base if d.score >= 0.6) and 0 < len(strict) < 3
+        assert two == base[:2]
+    finally:
+        for e in engines:
+            e.close()
 
 
 # -- checks at load ----------------------------------------------------------------------------
