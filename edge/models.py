@@ -1,9 +1,10 @@
-"""Finding and describing models: a ``.tflite`` (or ``.onnx``) path, a model directory, or a
-bundled name.
+"""Finding and describing models: a ``.tflite`` (or ``.onnx``, ``.hef``) path, a model
+directory, or a bundled name.
 
-A model directory holds one ``.tflite`` or ``.onnx`` model and optionally ``labels.txt`` and
-``manifest.json`` (task, preprocessing, postprocessing, thresholds). Anything the manifest
-leaves out is taken from the model's embedded TFLite metadata, then derived from its tensors.
+A model directory holds one ``.tflite``, ``.onnx`` or ``.hef`` model and optionally
+``labels.txt`` and ``manifest.json`` (task, preprocessing, postprocessing, thresholds).
+Anything the manifest leaves out is taken from the model's embedded TFLite metadata, then
+derived from its tensors.
 Nothing here loads the interpreter; :mod:`edge.engine` does.
 """
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 LABEL_FILES = ("labels.txt", "labelmap.txt", "labels")
-MODEL_SUFFIXES = (".tflite", ".onnx")
+MODEL_SUFFIXES = (".tflite", ".onnx", ".hef")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,7 @@ def resolve(ref: str | Path) -> tuple[Path, Path | None]:
         names = ", ".join(sorted(bundled)) or "none found"
         raise ModelError(
             f"no model named {str(ref)!r}: it is neither a file, a directory nor a bundled "
-            f"model (bundled: {names}). Give the path to a .tflite or .onnx file or a model "
+            f"model (bundled: {names}). Give the path to a .tflite, .onnx or .hef file or a model "
             "directory."
         )
     raise ModelError(
@@ -150,7 +151,7 @@ def _tflite_in(d: Path) -> Path:
     cpu = [f for f in found if not f.stem.endswith("_edgetpu")]
     if not found:
         raise ModelError(
-            f"{d} holds no .tflite or .onnx model. Put the model file there or give its path "
+            f"{d} holds no .tflite, .onnx or .hef model. Put the model file there or give its path "
             "directly."
         )
     if len(cpu) > 1:

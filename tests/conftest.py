@@ -1,12 +1,14 @@
 """Shared fixtures. ``broker``: a real mosquitto on a free loopback port (see tests/broker.py);
 ``library``, ``control``, ``opened``: the native failing delegate of the failover tests (see
-tests/native/)."""
+tests/native/); ``hailo``, ``hailo_model``: the fake HailoRT and a stand-in HEF (see
+tests/hailo_files.py)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from broker import Broker
@@ -50,6 +52,31 @@ def opened() -> Iterator[list[FailoverInterpreter]]:
     yield made
     for interp in made:
         interp.close()
+
+
+@pytest.fixture
+def hailo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
+    """The fake hailo_platform on a Hailo-8L with matching driver and firmware; no sysfs
+    driver version unless a test writes one; every device released afterwards."""
+    from fakes.activate import fake_hailo_platform
+    from hailo_files import KNOBS
+
+    from edge.runtime import hailo as backend
+
+    for knob in KNOBS:
+        monkeypatch.delenv(knob, raising=False)
+    monkeypatch.setattr(backend, "SYSFS_MODULES", tmp_path / "sys-module")
+    with fake_hailo_platform() as module:
+        yield module
+    assert backend._Shared.users == 0 and backend._Shared.vdevice is None
+
+
+@pytest.fixture
+def hailo_model(tmp_path: Path) -> Path:
+    """A model directory with a stand-in HEF of the shapes detector for the Hailo-8L."""
+    from hailo_files import hailo_detector
+
+    return hailo_detector(tmp_path / "shapes-detector-hailo")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

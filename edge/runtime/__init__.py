@@ -182,8 +182,9 @@ class Interpreter:
 
 def load_model(path: Path, options: RuntimeOptions | None = None) -> ModelInterpreter:
     """:func:`load` for one delegate, :func:`edge.runtime.failover.load` for a chain of more
-    (verified at load either way). Raises as they do; a chain for an ONNX model is a
-    ModelError (onnxruntime has one execution provider here: there is nothing to fail over to).
+    (verified at load either way). Raises as they do; a chain for an ONNX or HEF model is a
+    ModelError (onnxruntime has one execution provider here, a HEF runs only on the Hailo
+    device: there is nothing to fail over to).
     """
     opts = options or RuntimeOptions()
     if not opts.chain:
@@ -193,6 +194,11 @@ def load_model(path: Path, options: RuntimeOptions | None = None) -> ModelInterp
         raise ModelError(
             f"a delegate chain ({names}) applies to .tflite models; {path.name} runs on "
             "onnxruntime's CPU provider: give one delegate (xnnpack)"
+        )
+    if path.suffix.lower() == ".hef":
+        raise ModelError(
+            f"a delegate chain ({names}) applies to .tflite models; {path.name} runs on the "
+            "Hailo device: leave [model] delegate at its default"
         )
     from edge.runtime import failover  # it builds on this module
     from edge.runtime.chain import chain
@@ -268,6 +274,10 @@ def load(path: Path, options: RuntimeOptions | None = None, verify: bool = True)
         from edge.runtime import onnx  # onnxruntime is imported only for ONNX models
 
         return onnx.load(path, opts, verify)
+    if path.suffix.lower() == ".hef":
+        from edge.runtime import hailo  # HailoRT is imported only for HEF models
+
+        return hailo.load(path, opts, verify)
     check_file(path)
     backend = load_backend(opts.backend)
     threads = opts.threads or default_threads()

@@ -1,0 +1,1 @@
+"""The fake's ``hailo_platform.pyhailort`` package (see :mod:`.pyhailort`)."""
