@@ -124,9 +124,9 @@ class DriftMonitor:
 
     def degraded(self) -> list[str]:
         """One sentence per model over a threshold; each change is logged once."""
-        s = self.settings
+        s, windows = self.settings, self._windows
         now: dict[str, str] = {}
-        for name, w in self._windows.items():
+        for name, w in windows.items():
             js, linf = w.measures()
             over = []
             if js is not None and js > s.class_threshold:
@@ -139,10 +139,10 @@ class DriftMonitor:
                 now[name] = f"model {name}: results drifted from its baseline ({', '.join(over)})"
         with self._lock:
             for name in sorted(now.keys() - self._drifted.keys()):
-                log.warning("%s (%s)", now[name], _figures(self._windows[name]))
+                log.warning("%s (%s)", now[name], _figures(windows[name]))
             for name in sorted(now.keys() & self._drifted.keys()):
                 if now[name] != self._drifted[name]:
-                    log.warning("%s (%s)", now[name], _figures(self._windows[name]))
+                    log.warning("%s (%s)", now[name], _figures(windows[name]))
             for name in self._drifted.keys() - now.keys():
                 log.info("model %s: results are back within the drift thresholds", name)
             self._drifted = now

@@ -115,7 +115,8 @@ def _cameras(cameras: Mapping[str, Any], totals: Totals) -> list[Metric]:
             where = {"camera": cam, "model": key[1], "stage": stage}
             for p, q in _QUANTILES.items():
                 if p in pcts:
-                    sample = Sample(latency.name, {**where, "quantile": q}, pcts[p] / 1000)
+                    seconds = round(pcts[p] / 1000, 9)  # the ms figure, without float noise
+                    sample = Sample(latency.name, {**where, "quantile": q}, seconds)
                     latency.samples.append(sample)
     return [fps_in, fps_out, captured, inferred, errors, dropped, skipped, latency]
 
