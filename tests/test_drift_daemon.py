@@ -54,7 +54,8 @@ def model_copy(tmp: Path, name: str, baseline_images: Path) -> Path:
 
 
 def drift_of(stats: dict[str, Any] | None) -> dict[str, Any]:
-    return (stats or {}).get("drift", {})
+    drift: dict[str, Any] = (stats or {}).get("drift", {})
+    return drift
 
 
 @pytest.mark.slow

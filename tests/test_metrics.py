@@ -44,7 +44,7 @@ def value(fams: dict[str, list[Any]], name: str, **labels: str) -> float:
         for s in (x for family in fams.values() for x in family)
         if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
     ]
-    assert len(matches) == 1, (name, labels, fams[family])
+    assert len(matches) == 1, (name, labels, matches)
     return float(matches[0])
 
 
