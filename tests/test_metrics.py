@@ -164,3 +164,35 @@ def test_metrics_agree_with_the_stats_topic(broker: Broker, tmp_path: Path) -> N
     assert value(fams, "edge_degraded") == len(after["degraded"]) == 0
     assert ("edge_cpu_temperature_celsius" in fams) == (after["cpu_temp_c"] is not None)
     assert after["drift"] == {}  # the bundled detector carries no baseline
+
+
+@pytest.mark.slow
+def test_a_reload_moves_the_endpoint_or_is_refused_keeping_it(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """SIGHUP with a new port: the old port closes and the new one serves; with a port in use:
+    the reload is refused, the endpoint stays where it was."""
+    p1, p2 = free_port(), free_port()
+    base = config_text(broker, tmp_path / "state")
+    daemon = DaemonProc(tmp_path, base + f'[metrics]\nlisten = "127.0.0.1:{p1}"\n')
+    sub = subscribe(broker)
+    try:
+        assert sub.wait_for_count(1, 30, "/stats"), daemon.log()
+        assert "edge_info" in scrape(p1)[0]
+        daemon.rewrite(base + f'[metrics]\nlisten = "127.0.0.1:{p2}"\n')
+        assert daemon.wait_log("configuration reloaded"), daemon.log()
+        assert "edge_frames_inferred" in scrape(p2)[0]
+        with pytest.raises(urllib.error.URLError):
+            scrape(p1)
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            busy = other.getsockname()[1]
+            daemon.rewrite(base + f'[metrics]\nlisten = "127.0.0.1:{busy}"\n')
+            assert daemon.wait_log("reload refused"), daemon.log()
+        assert "edge_info" in scrape(p2)[0]
+    finally:
+        code = daemon.stop()
+        sub.close()
+    assert code == 0, daemon.log()
+    assert f"cannot listen on 127.0.0.1:{busy}: Address already in use" in daemon.log()
