@@ -34,6 +34,7 @@ from edge.result import ClassScore, Detection, Result, Timings
 REPO = Path(__file__).resolve().parent.parent
 SHAPES = REPO / "tests" / "data" / "shapes"
 T = Timings(0.0, 0.0, 0.0)
+EDGE = [sys.executable, "-m", "edge"]
 
 
 def detection(*items: tuple[str, float]) -> Result:
@@ -223,3 +224,46 @@ def test_edge_baseline_refuses_a_bare_model_file(tmp_path: Path) -> None:
     )
     assert proc.returncode == 78
     assert "bare model file" in proc.stderr and "--dry-run" in proc.stderr
+
+
+def test_edge_baseline_dry_run_at_another_threshold_writes_nothing(tmp_path: Path) -> None:
+    """`--threshold 0.9 --dry-run` prints a baseline whose scores are all at least 0.9, made at
+    0.9, and leaves the manifest as it was."""
+    model = tmp_path / "det"
+    shutil.copytree(bundled_models()["shapes-detector"], model)
+    before = (model / "manifest.json").read_bytes()
+    proc = subprocess.run(
+        [*EDGE, "baseline", str(model), str(SHAPES), "--dry-run", "--threshold", "0.9"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 66  # the folder holds corrupt.jpg, named on stderr
+    assert "corrupt.jpg" in proc.stderr
+    images = [str(p) for p in sorted(SHAPES.glob("scene_*.jpg"))]
+    proc = subprocess.run(
+        [*EDGE, "baseline", str(model), *images, "--dry-run", "--threshold", "0.9"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    printed = json.loads(proc.stdout)
+    assert printed["threshold"] == 0.9 and printed["results"] == len(images)
+    assert min(printed["score_deciles"]) >= 0.9
+    assert (model / "manifest.json").read_bytes() == before
+
+
+def test_a_baseline_made_at_another_threshold_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A model running at threshold 0.4 whose baseline was made at 0.6 gets a WARNING naming
+    both thresholds when the monitor is configured."""
+    engine = _FakeEngine(Baseline({"circle": 1.0}, (), 10, threshold=0.6))
+    with caplog.at_level(logging.WARNING, logger="edge.drift_monitor"):
+        DriftMonitor().configure([engine], DriftSettings())  # type: ignore[list-item]
+    assert any(
+        "baseline was made at score threshold 0.6, it runs at 0.4" in r.getMessage()
+        for r in caplog.records
+    )

@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
     if directory is not None and not args.dry_run:
         made = f"edge baseline on {len(paths)} images"
         print(f"edge: wrote the baseline into {record(directory, baseline, made)}", file=sys.stderr)
-    print(json.dumps(baseline.to_dict(), indent=2))
+    print(json.dumps(baseline.to_dict(), separators=(",", ":")))
     return 0
