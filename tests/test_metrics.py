@@ -196,3 +196,29 @@ def test_a_reload_moves_the_endpoint_or_is_refused_keeping_it(
         sub.close()
     assert code == 0, daemon.log()
     assert f"cannot listen on 127.0.0.1:{busy}: Address already in use" in daemon.log()
+
+
+def test_a_missing_library_is_a_config_error_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without prometheus-client, a configured endpoint is refused (check-config's preflight
+    and the daemon's start) with the pip command; an unset one needs nothing."""
+    import importlib.util
+
+    from edge import metrics
+    from edge.config import MetricsSettings
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "prometheus_client" else real(name, *a),
+    )
+    on = MetricsSettings(listen=f"127.0.0.1:{free_port()}")
+    assert metrics.problem(MetricsSettings()) is None
+    assert "pip install 'edge[metrics]'" in (metrics.problem(on) or "")
+    endpoint = metrics.Endpoint(dict, dict)
+    with pytest.raises(ConfigError, match=r"needs the prometheus-client package"):
+        endpoint.follow(on)
+    endpoint.follow(MetricsSettings())  # off: fine
+    endpoint.close()
