@@ -267,3 +267,11 @@ def test_a_baseline_made_at_another_threshold_is_warned_about(
         "baseline was made at score threshold 0.6, it runs at 0.4" in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_a_model_without_classes_has_no_baseline() -> None:
+    """Raw outputs (an embedding extractor) carry no classes: baseline_of says so."""
+    raw = Result("m", "1", "raw", "", 1, 1, T)
+    assert observe(raw) == ((), ())
+    with pytest.raises(ModelError, match="no classes"):
+        baseline_of([raw, raw], None)
