@@ -170,8 +170,8 @@ def test_metrics_agree_with_the_stats_topic(broker: Broker, tmp_path: Path) -> N
 def test_a_reload_moves_the_endpoint_or_is_refused_keeping_it(
     broker: Broker, tmp_path: Path
 ) -> None:
-    """SIGHUP with a new port: the old port closes and the new one serves; with a port in use:
-    the reload is refused, the endpoint stays where it was."""
+    """SIGHUP with the same address keeps the socket; with a new port the old one closes and
+    the new one serves; with a port in use the reload is refused, the endpoint stays."""
     p1, p2 = free_port(), free_port()
     base = config_text(broker, tmp_path / "state")
     daemon = DaemonProc(tmp_path, base + f'[metrics]\nlisten = "127.0.0.1:{p1}"\n')
@@ -179,8 +179,12 @@ def test_a_reload_moves_the_endpoint_or_is_refused_keeping_it(
     try:
         assert sub.wait_for_count(1, 30, "/stats"), daemon.log()
         assert "edge_info" in scrape(p1)[0]
-        daemon.rewrite(base + f'[metrics]\nlisten = "127.0.0.1:{p2}"\n')
+        daemon.rewrite(base + f'[metrics]\nlisten = "127.0.0.1:{p1}"\n')  # unchanged
         assert daemon.wait_log("configuration reloaded"), daemon.log()
+        assert "edge_info" in scrape(p1)[0]
+        assert daemon.log().count(f"metrics on http://127.0.0.1:{p1}/metrics") == 1
+        daemon.rewrite(base + f'[metrics]\nlisten = "127.0.0.1:{p2}"\n')
+        assert daemon.wait_log("configuration reloaded", count=2), daemon.log()
         assert "edge_frames_inferred" in scrape(p2)[0]
         with pytest.raises(urllib.error.URLError):
             scrape(p1)
