@@ -115,6 +115,7 @@ def test_metrics_agree_with_the_stats_topic(broker: Broker, tmp_path: Path) -> N
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
         assert info.value.code == 404
+        info.value.close()
     finally:
         code = daemon.stop()
         sub.close()
@@ -226,3 +227,32 @@ def test_a_missing_library_is_a_config_error_naming_the_extra(
         endpoint.follow(on)
     endpoint.follow(MetricsSettings())  # off: fine
     endpoint.close()
+
+
+def test_the_server_binds_ipv6_answers_only_metrics_and_releases_the_port() -> None:
+    """On [::1]: GET /metrics is 200 in the text format, HEAD has no body, other paths 404;
+    after close() another server can listen on the port."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    from edge.metrics.server import MetricsServer
+
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    server = MetricsServer(("::1", port), lambda: [GaugeMetricFamily("x", "A test.", value=2)])
+    server.start()
+    try:
+        with urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=5) as r:
+            assert r.status == 200 and b"\nx 2.0\n" in r.read()
+        head = urllib.request.Request(f"http://[::1]:{port}/metrics", method="HEAD")
+        with urllib.request.urlopen(head, timeout=5) as r:
+            assert r.status == 200 and r.read() == b""
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://[::1]:{port}/other", timeout=5)
+        assert info.value.code == 404
+        info.value.close()
+    finally:
+        server.close()
+    again = MetricsServer(("::1", port), list)  # the port is free for the next daemon
+    again.start()
+    again.close()
