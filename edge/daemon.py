@@ -28,8 +28,10 @@ from typing import Any
 from edge import preflight
 from edge.config import Config
 from edge.control import DetectControl
+from edge.drift_monitor import DriftMonitor
 from edge.engine import Engine, Overrides
 from edge.errors import EdgeError
+from edge.metrics import Endpoint
 from edge.notify import Notifier
 from edge.pipeline import Pipeline, new_boot_id
 from edge.runner import Runner
@@ -89,6 +91,10 @@ class Daemon:
             DeviceTopics(f"{config.mqtt.prefix}/{config.device}"), config.state_path()
         )
         self.discovery = Discovery()
+        self.drift = DriftMonitor()
+        self.metrics = Endpoint(
+            self.stats, lambda: self.pipeline.latency_totals() if self.pipeline else {}
+        )
         self._tracks_ended: frozenset[str] = frozenset()  # paused cameras whose tracks ended
         self._birth_topics: set[str] = set()  # subscribed on the current sink
         self._engines: dict[_EngineKey, Engine] = {}
@@ -123,7 +129,7 @@ class Daemon:
         try:
             pipeline = Pipeline(
                 config,
-                [self.tracks, publisher],
+                [self.tracks, publisher, self.drift],
                 engine_loader=lambda ref: checked.engines[ref],
                 boot_id=self.boot_id,
                 admit=self._room,
@@ -153,6 +159,7 @@ class Daemon:
             pipeline.rss_after_models,
         )
         pipeline.check_memory()
+        self.drift.configure(pipeline.engines.values(), built.config.drift)
         pipeline.start()
         self.pipeline = pipeline
         self.publisher = built.publisher
@@ -202,12 +209,14 @@ class Daemon:
         runner.install_signals()
         # In start order; each looks up what the daemon holds at shutdown (reloads replace them).
         runner.on_shutdown("notifier", self.notifier.close)
+        runner.on_shutdown("metrics", self.metrics.close)
         runner.on_shutdown("models", self._close_engines)
         runner.on_shutdown("detection switches", self.control.save)
         runner.on_shutdown("MQTT sink", self._close_sink)
         runner.on_shutdown("tracks", self.tracks.close)  # end events, before the sink closes
         runner.on_shutdown("pipeline", self._stop_pipeline)
         try:
+            self.metrics.follow(self.config.metrics)  # a port in use: exit 78 before cameras
             built = self._build(self.config)
             self._start_sink(self.config, built.settings)
             self._start_pipeline(built)
@@ -272,7 +281,7 @@ class Daemon:
             self.discovery.tick(self.sink, now)
 
     def stats(self) -> dict[str, Any]:
-        """The stats payload: the pipeline's, the sink's (``mqtt``), tracking, reloads and
+        """The stats payload: the pipeline's, the sink's (``mqtt``), tracking, drift, reloads and
         what is degraded."""
         if self.pipeline is not None:
             stats: dict[str, Any] = self.pipeline.stats()
@@ -287,6 +296,7 @@ class Daemon:
             "events": self.tracks.events_sent,
             "detect_off": sorted(self.control.paused),
         }
+        stats["drift"] = self.drift.stats()
         stats["reloads"] = self.reloads
         stats["degraded"] = self.degraded()
         return stats
@@ -301,6 +311,7 @@ class Daemon:
             for e in pipeline.engines.values():
                 if e.interpreter.info.degraded:
                     out.append(f"model {e.name}: {e.interpreter.info.degraded}")
+        out.extend(self.drift.degraded())
         last = self.reloads["last"]
         if last is not None and not last["ok"]:
             out.append(f"last reload refused: {last['error']}")
@@ -354,6 +365,13 @@ class Daemon:
         try:
             built = self._build(self._reload_config())
         except EdgeError as exc:
+            self._refused(exc)
+            return
+        try:
+            self.metrics.follow(built.config.metrics)
+        except EdgeError as exc:
+            built.publisher.close()
+            _close_unused(built.engines, self._engines)
             self._refused(exc)
             return
         # Everything is ready: from here on only swaps.

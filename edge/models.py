@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.choices import TASKS
+from edge.drift import Baseline
 from edge.errors import ModelError
 from edge.labels import parse_labels
 from edge.preprocess import PreprocessConfig
@@ -80,7 +81,8 @@ class ModelSpec:
     preprocess: None when neither a manifest nor metadata says; the engine then derives it from
     the input tensor's quantization. task: None means infer it from the output tensors.
     labels_source: where ``labels`` came from (a file path or the model's metadata), for
-    messages.
+    messages. baseline: the manifest's record of the model's results on representative
+    images (``edge baseline``), what drift is measured against; None when it has none.
     """
 
     path: Path
@@ -93,6 +95,7 @@ class ModelSpec:
     description: str = ""
     directory: Path | None = None
     labels_source: str = ""
+    baseline: Baseline | None = None
 
 
 def model_search_path() -> list[Path]:
@@ -222,6 +225,7 @@ def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
         "preprocess",
         "postprocess",
         "metrics",
+        "baseline",
     }
     problems = [f"unknown key {k!r}" for k in sorted(set(manifest) - known)]
     pre = _dataclass_from(PreprocessConfig, manifest.get("preprocess"), "preprocess", problems)
@@ -234,6 +238,8 @@ def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
         problems.append(f"task: {task!r} is not one of {', '.join(TASKS)}")
     if problems:
         raise ModelError(f"invalid model manifest {where}: " + "; ".join(problems))
+    raw_baseline = manifest.get("baseline")
+    baseline = None if raw_baseline is None else Baseline.from_dict(raw_baseline, where)
 
     labels: dict[int, str] = {}
     label_file = None
@@ -278,4 +284,5 @@ def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
         description=description,
         directory=directory,
         labels_source=labels_source,
+        baseline=baseline,
     )

@@ -250,6 +250,13 @@ class Pipeline:
         self.memory_over_budget = over
         return rss
 
+    def latency_totals(self) -> dict[str, dict[str, tuple[int, float]]]:
+        """Camera → stage → (results ever timed, their sum in ms): the metrics' summaries."""
+        return {
+            name: {stage: w.totals() for stage, w in cam.latency.items()}
+            for name, cam in self.cameras.items()
+        }
+
     def stats(self) -> dict[str, Any]:
         """The stats payload (without the MQTT part, which the daemon adds)."""
         uptime = time.monotonic() - self.started_mono
@@ -259,6 +266,7 @@ class Pipeline:
             info = e.interpreter.info
             models[e.name] = {
                 "path": ref,
+                "version": e.spec.version,
                 "task": e.task,
                 "runtime": info.backend,
                 "runtime_version": info.backend_version,

@@ -2,10 +2,11 @@
 
 ``edge check-config`` uses this so that it refuses whatever the daemon would refuse: every model
 is loaded (labels decoded, manifest read, delegate tried), the MQTT password, CA, client
-certificate and key are read, the state directory is checked, file sources exist, and the
-tracking plan (zones, which cameras are tracked) and the discovery ids are worked out. The
-daemon's reload uses the same steps to build a new configuration completely before touching
-the running one. Configuration validation itself (``edge.config``) stays free of I/O.
+certificate and key are read, the metrics library is found when ``[metrics]`` asks for it, the
+state directory is checked, file sources exist, and the tracking plan (zones, which cameras are
+tracked) and the discovery ids are worked out. The daemon's reload uses the same steps to build
+a new configuration completely before touching the running one. Configuration validation
+itself (``edge.config``) stays free of I/O.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge import metrics
 from edge.config import Config
 from edge.engine import Engine, Overrides
 from edge.errors import ConfigError, EdgeError, InputError
@@ -50,6 +52,9 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
         check_files(settings)
     except ConfigError as exc:
         problems.extend(exc.problems)
+    problem = metrics.problem(config.metrics)
+    if problem:
+        problems.append(problem)
     state = config.state_path()
     problem = _state_dir_problem(state)
     if problem:

@@ -27,15 +27,25 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 class LatencyWindow:
-    """The last ``size`` samples of one duration (milliseconds) and their percentiles."""
+    """The last ``size`` samples of one duration (milliseconds) and their percentiles, and the
+    count and sum of every sample ever added (what a Prometheus summary carries)."""
 
     def __init__(self, size: int = 512) -> None:
         self._values: deque[float] = deque(maxlen=size)
         self._lock = threading.Lock()
+        self._count = 0
+        self._sum = 0.0
 
     def add(self, ms: float) -> None:
         with self._lock:
             self._values.append(ms)
+            self._count += 1
+            self._sum += ms
+
+    def totals(self) -> tuple[int, float]:
+        """(samples ever added, their sum in milliseconds)."""
+        with self._lock:
+            return self._count, self._sum
 
     def percentiles(self, qs: tuple[int, ...] = (50, 95, 99)) -> dict[str, float]:
         """``{"p50": …, "p95": …, "p99": …}`` (nearest rank); empty when nothing was added."""

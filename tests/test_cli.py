@@ -50,6 +50,7 @@ VALID = {
     "batch": [SHAPES, "--model", "shapes-detector", "-o", "out.jsonl"],
     "quantize": ["model.keras", "--calibration", "cal", "--out", "out"],
     "demo": [],
+    "baseline": ["shapes-detector", IMAGE],
 }
 
 
@@ -91,6 +92,7 @@ def config_errors(tmp: Path) -> dict[str, list[str]]:
     return {
         "infer/model": ["infer", missing, IMAGE],
         "bench/model": ["bench", missing],
+        "baseline/model": ["baseline", missing, IMAGE],
         "run/model": ["run", "--source", "synthetic", "--model", missing, *quiet],
         "run/config": ["run", "--config", str(bad)],
         "check-config/config": ["check-config", str(bad)],
@@ -110,6 +112,7 @@ def config_errors(tmp: Path) -> dict[str, list[str]]:
 
 
 CASES = (
+    "baseline/model",
     "batch/model",
     "bench/model",
     "check-config/config",

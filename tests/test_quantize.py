@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from quantize_models import env, run_script, shape_frame, tensorflow, write_images
 
+from edge.baseline import measure
 from edge.engine import Engine, Overrides
 from edge.errors import EX_QUALITY, ConfigError
+from edge.models import load_spec
 from edge.preprocess import PreprocessConfig, Preprocessor, TensorSpec
 from edge.quantize import main
 from edge.quantize.compiler import HOW_TO_GET, compile_model, parse_log
@@ -136,6 +138,22 @@ def test_quantized_model_is_full_integer_and_reported(quantized: tuple[Path, Any
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["labels"] == "labels.txt" and manifest["name"] == "tiny-shapes"
     assert manifest["metrics"]["quantization"]["images"] == 60
+
+
+def test_quantize_records_the_drift_baseline(trained: Fixture, quantized: tuple[Path, Any]) -> None:
+    """The manifest's baseline is the int8 model's results on the 60 holdout images at its own
+    settings: measuring them again gives the same class shares and score deciles."""
+    out, _ = quantized
+    spec = load_spec(out)
+    assert spec.baseline is not None
+    assert spec.baseline.results == 60 and spec.baseline.threshold == 0.0
+    made = json.loads((out / "manifest.json").read_text())["baseline"]["made"]
+    assert made == "edge quantize on 60 holdout images"
+    again = measure(Engine.load(out, RuntimeOptions(threads=1)), trained.holdout_images)
+    assert set(again.classes) == set(spec.baseline.classes) == set(SHAPES)
+    for k, share in again.classes.items():
+        assert spec.baseline.classes[k] == pytest.approx(share, abs=1e-5)
+    assert spec.baseline.score_deciles == pytest.approx(again.score_deciles, abs=1e-5)
 
 
 def test_int8_agrees_with_float_through_edge(trained: Fixture, quantized: tuple[Path, Any]) -> None:

@@ -62,6 +62,11 @@ COMMANDS: tuple[Command, ...] = (
         "quantize",
     ),
     Command(
+        "baseline",
+        "record a model's results on representative images in its manifest (drift baseline)",
+        "baseline",
+    ),
+    Command(
         "demo", "run the daemon on the sample clip and show its results (no setup needed)", "demo"
     ),
 )

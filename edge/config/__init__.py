@@ -11,6 +11,7 @@ from __future__ import annotations
 from edge.config.fields import Points, Setting, computed, key, settings
 from edge.config.homeassistant import HomeAssistantSettings
 from edge.config.loading import load, merge, read_toml, validate
+from edge.config.metrics import DriftSettings, MetricsSettings
 from edge.config.names import topic_name_problem
 from edge.config.reference import reference
 from edge.config.sections import (
@@ -31,7 +32,9 @@ __all__ = [
     "BudgetSettings",
     "CameraSettings",
     "Config",
+    "DriftSettings",
     "HomeAssistantSettings",
+    "MetricsSettings",
     "ModelSettings",
     "MqttConfig",
     "Points",

@@ -28,6 +28,7 @@ from edge.choices import (
 )
 from edge.config.fields import computed, key, was
 from edge.config.homeassistant import HomeAssistantSettings
+from edge.config.metrics import DriftSettings, MetricsSettings
 from edge.config.names import topic_name_problem
 from edge.config.tracking import TrackingSettings, ZoneSettings
 
@@ -414,6 +415,8 @@ class Config:
     budget: BudgetSettings = BudgetSettings()
     tracking: TrackingSettings = TrackingSettings()
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    drift: DriftSettings = DriftSettings()
     cameras: tuple[CameraSettings, ...] = ()
     source: str = ""  # the file this came from, for messages
 
@@ -435,4 +438,6 @@ SECTIONS: dict[str, type] = {
     "budget": BudgetSettings,
     "tracking": TrackingSettings,
     "homeassistant": HomeAssistantSettings,
+    "metrics": MetricsSettings,
+    "drift": DriftSettings,
 }

@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from edge import baseline
 from edge.bench import bench
+from edge.choices import Task
 from edge.engine import Engine, Overrides
 from edge.errors import ConfigError, ModelError
 from edge.labels import parse_labels
@@ -196,6 +198,7 @@ def quantize(req: Request) -> Report:
                 "which flatters the int8 model; pass --holdout DIR for an honest figure"
             )
         agree = agreement(ref, cand, holdout)
+        _baseline(base, out, options, task, holdout, f"{len(holdout)} {holdout_from}", warnings)
         float_latency = _latency(float_dir / MODEL_FILE, options, req.bench_runs)
         int8_latency = _latency(out / MODEL_FILE, options, req.bench_runs)
     edgetpu = compile_model(out / MODEL_FILE, out) if req.edgetpu else None
@@ -247,6 +250,29 @@ def quantize(req: Request) -> Report:
         warnings=tuple(warnings),
         alerts=tuple(alerts),
     )
+
+
+def _baseline(
+    manifest: dict[str, Any],
+    out: Path,
+    options: RuntimeOptions,
+    task: Task,
+    images: Sequence[np.ndarray],
+    which: str,
+    warnings: list[str],
+) -> None:
+    """The int8 model's drift baseline on ``images``, at its manifest's settings, into
+    ``manifest`` (a warning instead for a model without classes)."""
+    served = Engine.load(out, options, Overrides(task=task))
+    try:
+        manifest["baseline"] = {
+            "made": f"edge quantize on {which} images",
+            **baseline.measure(served, images).to_dict(),
+        }
+    except ModelError as exc:
+        warnings.append(str(exc))
+    finally:
+        served.close()
 
 
 def _alert(alerts: list[str], *messages: str) -> None:
