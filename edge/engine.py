@@ -34,6 +34,7 @@ from edge.postprocess import Postprocessor
 from edge.preprocess import PreprocessConfig, Preprocessor, TensorSpec, Transform
 from edge.result import Result, Timings
 from edge.runtime import ModelInterpreter, RuntimeOptions, load_model
+from edge.runtime.sensor import SensorModel
 from edge.tasks import (
     PROBABILITY,
     SCORE_OPS,
@@ -319,6 +320,12 @@ class Engine:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def on_sensor(self) -> bool:
+        """Whether the camera's sensor runs this model (an AI Camera network): its outputs
+        arrive with the frames (``Frame.sensor``) and the interpreter is never invoked."""
+        return isinstance(self.interpreter, SensorModel)
 
     @property
     def postprocess_config(self) -> PostprocessConfig:

@@ -182,9 +182,15 @@ class Interpreter:
 
 def load_model(path: Path, options: RuntimeOptions | None = None) -> ModelInterpreter:
     """:func:`load` for one delegate, :func:`edge.runtime.failover.load` for a chain of more
-    (verified at load either way). Raises as they do; a chain for an ONNX model is a
-    ModelError (onnxruntime has one execution provider here: there is nothing to fail over to).
+    (verified at load either way), :func:`edge.runtime.sensor.load` for an AI Camera network.
+    Raises as they do; a chain for an ONNX model is a ModelError (onnxruntime has one
+    execution provider here: there is nothing to fail over to).
     """
+    if path.suffix.lower() == ".rpk":
+        # An AI Camera network runs on the sensor: no delegate or chain applies to it.
+        from edge.runtime import sensor
+
+        return sensor.load(path)
     opts = options or RuntimeOptions()
     if not opts.chain:
         return load(path, opts)
