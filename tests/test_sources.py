@@ -96,7 +96,7 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
             # The sensor's network is not run here (no fake_model): frames carry no tensor.
             stack.enter_context(_attribute(module.Picamera2, "fake_model", "imx500"))
             stack.enter_context(_attribute(module.Picamera2, "fake_sensors", {}))
-            import picamera2.devices.imx500 as imx500
+            from picamera2.devices import imx500
 
             stack.enter_context(_attribute(imx500.IMX500, "fake_first_tensor", 10**9))
         if kind in UNORIENTED and request.node.get_closest_marker("orientation"):

@@ -3,11 +3,13 @@ validation errors, and a background "camera loop" thread that completes requests
 configured frame rate with real pixels (an ``edge.scene`` clip) in the real memory layouts.
 
 Simulation knobs are class attributes whose names start with ``fake_``; tests set them with
-``monkeypatch.setattr``. Everything else mirrors picamera2's public behaviour as used by edge.
+``monkeypatch.setattr`` (the camera model also from the environment, for child processes).
+Everything else mirrors picamera2's public behaviour as used by edge.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -53,7 +55,9 @@ class Picamera2:
     fake_platform: ClassVar[str] = "vc4"  # "vc4" (Pi 4: lores must be YUV) or "pisp" (Pi 5)
     fake_seed: ClassVar[int] = 3  # scene: MovingScene(main size, count=3, seed=fake_seed)
     fake_speed: ClassVar[float | None] = None  # shape speed in px/s; 0 = a still scene
-    fake_model: ClassVar[str] = "imx708"  # the sensor: "imx708" (Camera Module 3), "imx500"
+    # The sensor: "imx708" (Camera Module 3) or "imx500" (AI Camera); $FAKE_PICAMERA2_MODEL
+    # sets it for a daemon run in a child process.
+    fake_model: ClassVar[str] = os.environ.get("FAKE_PICAMERA2_MODEL", "imx708")
     # Per camera number: adds metadata to each request from the frame's BGR pixels and number
     # (what the IMX500 driver and libcamera do for the AI Camera; set by the fake IMX500).
     fake_sensors: ClassVar[dict[int, Callable[[np.ndarray, int], dict[str, Any]]]] = {}

@@ -171,10 +171,11 @@ def _bounded(r: Rect, b: Rect) -> Rect:
 
 
 class IMX500:
-    # -- simulation knobs (not in the real class) ---------------------------------------------
-    fake_model: ClassVar[str | None] = None  # the .tflite the sensor runs
-    fake_first_tensor: ClassVar[int] = 0  # frames before the firmware is loaded (no tensor)
-    fake_tensor_every: ClassVar[int] = 1  # then a tensor on every n-th frame
+    # -- simulation knobs (not in the real class; $FAKE_IMX500_* set them in a child process) ---
+    fake_model: ClassVar[str | None] = os.environ.get("FAKE_IMX500_MODEL")  # the sensor's .tflite
+    # Frames before the firmware is loaded (no tensor), then a tensor on every n-th frame.
+    fake_first_tensor: ClassVar[int] = int(os.environ.get("FAKE_IMX500_FIRST_TENSOR", "0"))
+    fake_tensor_every: ClassVar[int] = int(os.environ.get("FAKE_IMX500_TENSOR_EVERY", "1"))
     fake_kpi_us: ClassVar[tuple[int, int] | None] = (8200, 1100)  # CnnKpiInfo: DNN, DSP µs
     fake_boxes: ClassVar[int] = 16  # rows of the post-processed output (N)
     fake_floor: ClassVar[float] = 0.05  # scores below this are not kept on the sensor
