@@ -5,9 +5,11 @@ Pi with an AI Camera, the real thing)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -226,6 +228,69 @@ def test_xy_order_and_pixel_boxes_are_undone(camera: ModuleType, tmp_path: Path)
     plain_dets, odd_dets = detections
     assert plain_dets and [d.label for d in plain_dets] == [d.label for d in odd_dets]
     assert np.allclose([d.box for d in plain_dets], [d.box for d in odd_dets], atol=1e-5)
+
+
+def test_a_classification_network_decodes_its_scores(
+    camera: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A classifier's score vector from the frame's metadata decodes to its top label, with
+    the softmax its intrinsics ask for."""
+    from picamera2.devices.imx500.imx500 import fake_tensor_metadata
+
+    intrinsics = {
+        "task": "classification",
+        "cpu": {"softmax": True},
+        "classes": {"labels": ["cat", "dog", "fox"]},
+    }
+    network = write_rpk(tmp_path / "cls.rpk", intrinsics=intrinsics, input_size=(224, 224))
+    engine = Engine.load(str(network))
+    assert engine.task == "classification" and engine.postprocess_config.logits is True
+    monkeypatch.setattr(imx500_class(), "fake_first_tensor", 10**9)  # the sensor runs no model
+    source = opened(network)
+    try:
+        frame = source.read()
+        assert frame is not None and frame.sensor is None
+        metadata = {
+            **fake_tensor_metadata([np.array([0.5, 3.0, 1.0], np.float32)]),
+            "ScalerCrop": (0, 0, 4056, 3040),
+        }
+        sensor = source._sensor_output(metadata)
+    finally:
+        source.close()
+    assert sensor is not None and sensor.values[0].shape == (1, 3)
+    scores = np.exp([0.5, 3.0, 1.0]) / np.exp([0.5, 3.0, 1.0]).sum()
+    result = decode(engine, replace(frame, sensor=sensor))
+    assert [c.label for c in result.classes] == ["dog"]  # the others are under threshold 0.4
+    assert result.classes[0].score == pytest.approx(scores[1], rel=1e-5)
+
+
+def test_a_model_directory_overrides_the_networks_labels_and_threshold(
+    camera: ModuleType, tmp_path: Path
+) -> None:
+    """The .rpk in a directory with a manifest and labels.txt takes their labels and
+    threshold, as a .tflite model directory does."""
+    model = tmp_path / "shapes-ai"
+    model.mkdir()
+    write_rpk(model / "net.rpk")
+    (model / "labels.txt").write_text("ring\nbox\nwedge\n")
+    (model / "manifest.json").write_text(
+        json.dumps({"model": "net.rpk", "postprocess": {"threshold": 0.93}})
+    )
+    engine = Engine.load(str(model))
+    assert engine.postprocess_config.threshold == 0.93
+    plain = Engine.load(str(write_rpk(tmp_path / "plain.rpk")))
+    source = opened(model / "net.rpk")
+    try:
+        frame = source.read()
+    finally:
+        source.close()
+    assert frame is not None
+    strict, loose = decode(engine, frame).detections, decode(plain, frame).detections
+    renamed = dict(zip(SHAPES_LABELS, ["ring", "box", "wedge"], strict=True))
+    assert len(strict) < len(loose)  # the scene has shapes scored between 0.4 and 0.93
+    assert [(d.label, d.box) for d in strict] == [
+        (renamed[d.label], d.box) for d in loose if d.score >= 0.93
+    ]
 
 
 def test_frames_without_a_tensor_carry_no_outputs(

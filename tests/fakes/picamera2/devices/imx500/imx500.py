@@ -317,21 +317,7 @@ class IMX500:
         for dst, src in zip(padded, tensors, strict=False):
             dst[: len(src)] = src
         padded.append(tensors[3])
-        info = CnnOutputTensorInfoExported()
-        info.network_name = b"fake_network"
-        info.num_tensors = len(padded)
-        for i, t in enumerate(padded):
-            info.info[i].tensor_data_num = t.size
-            info.info[i].num_dimensions = t.ndim
-            for d, s in enumerate(t.shape):
-                info.info[i].size[d] = s
-        metadata: dict[str, Any] = {
-            "CnnOutputTensor": np.concatenate([t.flatten(order="F") for t in padded]).tolist(),
-            "CnnOutputTensorInfo": bytes(info),
-        }
-        if IMX500.fake_kpi_us is not None:
-            metadata["CnnKpiInfo"] = list(IMX500.fake_kpi_us)
-        return metadata
+        return fake_tensor_metadata(padded)
 
     def _fake_detect(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run the model on the whole image: normalized y0,x0,y1,x1 boxes, scores, classes,
@@ -376,6 +362,29 @@ class IMX500:
             if all(ids[j] != ids[i] or _iou(yx[i], yx[j]) <= IMX500.fake_iou for j in chosen):
                 chosen.append(int(i))
         return yx[chosen].astype(np.float32), scores[chosen], ids[chosen].astype(np.float32)
+
+
+def fake_tensor_metadata(tensors: list[np.ndarray]) -> dict[str, Any]:
+    """The metadata keys a frame carrying ``tensors`` has: ``CnnOutputTensor`` (every tensor
+    flattened in Fortran order, as get_outputs reshapes them), ``CnnOutputTensorInfo`` (the
+    struct's bytes) and, unless ``IMX500.fake_kpi_us`` is None, ``CnnKpiInfo``."""
+    info = CnnOutputTensorInfoExported()
+    info.network_name = b"fake_network"
+    info.num_tensors = len(tensors)
+    for i, t in enumerate(tensors):
+        info.info[i].tensor_data_num = t.size
+        info.info[i].num_dimensions = t.ndim
+        for d, size in enumerate(t.shape):
+            info.info[i].size[d] = size
+    metadata: dict[str, Any] = {
+        "CnnOutputTensor": np.concatenate(
+            [np.asarray(t, np.float32).flatten(order="F") for t in tensors]
+        ).tolist(),
+        "CnnOutputTensorInfo": bytes(info),
+    }
+    if IMX500.fake_kpi_us is not None:
+        metadata["CnnKpiInfo"] = list(IMX500.fake_kpi_us)
+    return metadata
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
