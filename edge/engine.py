@@ -28,6 +28,7 @@ import numpy as np
 from edge.choices import TASKS, ResizeMode, Task
 from edge.config import ModelSettings
 from edge.errors import ModelError
+from edge.frame import SensorOutput
 from edge.labels import fit_labels
 from edge.models import MANIFEST, ModelSpec, PostprocessConfig, load_spec
 from edge.postprocess import Postprocessor
@@ -133,6 +134,12 @@ class Invocation:
 
     values: list[np.ndarray]
     invoke_ms: float
+
+    @classmethod
+    def from_sensor(cls, sensor: SensorOutput) -> Invocation:
+        """The outputs a camera's sensor computed, as an invoke's: the sensor's own network
+        time as the invoke time, 0 when the frame carries none."""
+        return cls(list(sensor.values), sensor.dnn_ms or 0.0)
 
 
 class Engine:

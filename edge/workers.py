@@ -125,9 +125,8 @@ class InferenceWorker(threading.Thread):
             return
         sensor = job.frame.sensor
         if sensor is not None:
-            # The camera ran the network: its outputs go to decoding as an invoke's would, with
-            # the sensor's own network time as the invoke time (0 when it reports none).
-            raw = Invocation(list(sensor.values), sensor.dnn_ms or 0.0)
+            # The camera ran the network: its outputs go to decoding as an invoke's would.
+            raw = Invocation.from_sensor(sensor)
         else:
             raw = self.engine.run_prepared(job.tensor)
         self.results.put(job, raw, waited_ms)

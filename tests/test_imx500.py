@@ -67,7 +67,7 @@ def opened(network: Path, **fields: Any) -> IMX500Source:
 def decode(engine: Engine, frame: Frame) -> Result:
     """What the pipeline's result thread makes of a frame that carries the sensor's outputs."""
     assert frame.sensor is not None
-    raw = Invocation(list(frame.sensor.values), frame.sensor.dnn_ms or 0.0)
+    raw = Invocation.from_sensor(frame.sensor)
     return engine.decode(raw, frame.sensor.transform, frame.image.shape, 0.0, "cam", frame.index)
 
 
@@ -140,6 +140,7 @@ def test_dash_labels_are_left_out_before_class_ids_index_them(tmp_path: Path) ->
     ("intrinsics", "message"),
     [
         ({"task": "pose estimation"}, "pose estimation network"),
+        ({"task": "segmentation"}, "segmentation network"),
         ({"task": "object detection", "cpu": {"post_processing": "nanodet"}}, "'nanodet'"),
         ({"task": "classification"}, "without labels"),
     ],
@@ -306,6 +307,22 @@ def test_frames_without_a_tensor_carry_no_outputs(
         source.close()
     carried = [f is not None and f.sensor is not None for f in frames]
     assert carried == [False, False, False, True, False, True, False, True, False]
+
+
+def test_without_kpi_metadata_the_invoke_time_is_zero(
+    camera: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frame without the sensor's KPI figures reports no network time, and decodes with 0."""
+    monkeypatch.setattr(imx500_class(), "fake_kpi_us", None)
+    network = write_rpk(tmp_path / "n.rpk")
+    source = opened(network)
+    try:
+        frame = source.read()
+    finally:
+        source.close()
+    assert frame is not None and frame.sensor is not None
+    assert (frame.sensor.dnn_ms, frame.sensor.dsp_ms) == (None, None)
+    assert decode(Engine.load(str(network)), frame).timings.invoke_ms == 0.0
 
 
 def test_a_zoomed_crop_maps_sensor_boxes_onto_the_frame(camera: ModuleType, tmp_path: Path) -> None:
