@@ -41,7 +41,7 @@ PublishPolicy = Literal["every", "change", "interval"]
 PUBLISH_POLICIES: tuple[PublishPolicy, ...] = get_args(PublishPolicy)
 
 # The frame source backends (edge.sources.REGISTRY has one class for each).
-SourceKind = Literal["opencv", "images", "synthetic", "picamera2"]
+SourceKind = Literal["opencv", "images", "synthetic", "picamera2", "imx500"]
 SOURCE_KINDS: tuple[SourceKind, ...] = get_args(SourceKind)
 
 # Mirroring after capture: left-right, upside-down, or both.

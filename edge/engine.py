@@ -28,12 +28,14 @@ import numpy as np
 from edge.choices import TASKS, ResizeMode, Task
 from edge.config import ModelSettings
 from edge.errors import ModelError
+from edge.frame import SensorOutput
 from edge.labels import fit_labels
 from edge.models import MANIFEST, ModelSpec, PostprocessConfig, load_spec
 from edge.postprocess import Postprocessor
 from edge.preprocess import PreprocessConfig, Preprocessor, TensorSpec, Transform
 from edge.result import Result, Timings
 from edge.runtime import ModelInterpreter, RuntimeOptions, load_model
+from edge.runtime.sensor import SensorModel
 from edge.tasks import (
     PROBABILITY,
     SCORE_OPS,
@@ -132,6 +134,12 @@ class Invocation:
 
     values: list[np.ndarray]
     invoke_ms: float
+
+    @classmethod
+    def from_sensor(cls, sensor: SensorOutput) -> Invocation:
+        """The outputs a camera's sensor computed, as an invoke's: the sensor's own network
+        time as the invoke time, 0 when the frame carries none."""
+        return cls(list(sensor.values), sensor.dnn_ms or 0.0)
 
 
 class Engine:
@@ -319,6 +327,12 @@ class Engine:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def on_sensor(self) -> bool:
+        """Whether the camera's sensor runs this model (an AI Camera network): its outputs
+        arrive with the frames (``Frame.sensor``) and the interpreter is never invoked."""
+        return isinstance(self.interpreter, SensorModel)
 
     @property
     def postprocess_config(self) -> PostprocessConfig:

@@ -1,10 +1,31 @@
-"""The frame that flows from a source to the pipeline."""
+"""The frame that flows from a source to the pipeline, and what a sensor that runs the network
+itself (the AI Camera) hands on with it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from edge.preprocess import Transform
+
+
+@dataclass(frozen=True, slots=True)
+class SensorOutput:
+    """The output tensors a camera's own accelerator computed for one frame (IMX500).
+
+    values: float32 arrays in the order the model's declared outputs list them (the
+        ``SensorModel``'s ``outputs``), batch axis included.
+    transform: maps the network's normalized coordinates onto this frame's (the region of the
+        sensor the network saw, as the camera's scaler crops and scales it).
+    dnn_ms, dsp_ms: the sensor's own timings for the network and its DSP post-processing
+        (milliseconds, from the frame's KPI metadata); None when the frame carries none.
+    """
+
+    values: tuple[np.ndarray, ...]
+    transform: Transform
+    dnn_ms: float | None = None
+    dsp_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +42,7 @@ class Frame:
     index: position in the underlying media where it has one (video frame number, image index),
         else equal to ``seq``.
     path: the file the frame came from, for file-backed sources; ``None`` for cameras and streams.
+    sensor: the network's outputs when the camera ran it on this frame (IMX500), else None.
     """
 
     image: np.ndarray
@@ -30,6 +52,7 @@ class Frame:
     source: str
     index: int = 0
     path: str | None = None
+    sensor: SensorOutput | None = None
 
     @property
     def height(self) -> int:

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 LABEL_FILES = ("labels.txt", "labelmap.txt", "labels")
-MODEL_SUFFIXES = (".tflite", ".onnx", ".hef")
+MODEL_SUFFIXES = (".tflite", ".onnx", ".hef", ".rpk")  # .rpk: an AI Camera network (edge.rpk)
+NETWORK_SUFFIX = ".rpk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,12 @@ def resolve(ref: str | Path) -> tuple[Path, Path | None]:
     p = Path(ref)
     if p.is_dir():
         return _tflite_in(p), p
+    if p.suffix.lower() == NETWORK_SUFFIX and not p.exists():
+        raise ModelError(
+            f"IMX500 network not found: {p}. The stock networks are installed by 'sudo apt "
+            "install imx500-all' into /usr/share/imx500-models/; check the camera's network "
+            "path."
+        )
     if p.exists():
         return p, (p.parent if (p.parent / MANIFEST).exists() else None)
     if p.suffix not in MODEL_SUFFIXES and os.sep not in str(ref):
@@ -209,6 +216,31 @@ def _dataclass_from(cls: Any, data: Any, where: str, problems: list[str]) -> Any
     return obj
 
 
+def _network_facts(
+    path: Path,
+    labels: dict[int, str],
+    labels_source: str,
+    task: str | None,
+    post: PostprocessConfig,
+) -> tuple[dict[int, str], str, str | None, PostprocessConfig]:
+    """What an AI Camera network's intrinsics add to a spec: labels (unless a labels file gave
+    them), the task (unless set), softmax for a classifier whose scores are logits."""
+    from dataclasses import replace
+
+    from edge.rpk import read_network
+    from edge.runtime.sensor import TASKS, network_labels
+
+    intrinsics = read_network(path).intrinsics
+    names = network_labels(intrinsics)
+    if not labels and names:
+        labels = dict(enumerate(names))
+        labels_source = f"the network_intrinsics in {path.name}"
+    task = task or TASKS.get(str(intrinsics.get("task", "object detection")))
+    if (intrinsics.get("cpu") or {}).get("softmax") and post.logits is None:
+        post = replace(post, logits=True)
+    return labels, labels_source, task, post
+
+
 def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
     """Resolve ``ref`` and gather its labels, manifest and embedded metadata (no interpreter)."""
     path, directory = resolve(ref)
@@ -265,6 +297,8 @@ def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
     name = str(manifest.get("name") or (directory.name if directory else path.stem))
     version = str(manifest.get("version", ""))
     description = str(manifest.get("description", ""))
+    if path.suffix.lower() == NETWORK_SUFFIX:
+        labels, labels_source, task, post = _network_facts(path, labels, labels_source, task, post)
     meta = read_metadata(path)
     if meta is not None:
         if not labels and meta.labels:

@@ -30,7 +30,7 @@ from edge.engine import Engine, Overrides
 from edge.frame import Frame
 from edge.output import FanOut, ResultListener
 from edge.runtime import RuntimeOptions, failover
-from edge.slots import FrameSlots, Job
+from edge.slots import NO_TENSOR, FrameSlots, Job
 from edge.sources import from_camera, lossless
 from edge.system import cpu_seconds, cpu_temperature_c, rss_mb
 from edge.workers import CameraState, InferenceWorker, ResultWorker
@@ -129,13 +129,21 @@ class Pipeline:
         """The capture thread's hand-off: motion gate, then preprocess into a spare input
         tensor (overlapping the previous frame's invoke on the inference thread), then the
         slot. Tensors circulate: at most three per camera ever exist (being filled, waiting,
-        being copied into the interpreter)."""
+        being copied into the interpreter). A frame whose outputs the camera computed (an AI
+        Camera's, ``frame.sensor``) goes to the slot as it is; one from such a camera without
+        outputs is counted (``no_tensor``) and goes no further."""
         pre = engine.new_preprocessor()
         shape = (1, pre.height, pre.width, pre.channels)
+        on_sensor = engine.on_sensor
 
         def deliver(frame: Frame) -> None:
             state.counters.add("captured")
             state.fps_in.tick(frame.ts_mono)
+            if on_sensor and frame.sensor is None:
+                # The sensor had no result for this frame (still loading its network, or
+                # running slower than the frame rate): nothing to decode.
+                state.counters.add("no_tensor")
+                return
             if paused is not None and paused(state.name):
                 state.counters.add("skipped_paused")
                 return
@@ -148,14 +156,19 @@ class Pipeline:
                     return
                 while not admit() and not self._stop.wait(BACKPRESSURE_POLL_S):
                     pass
-            t0 = time.perf_counter()
-            tensor = state.spare.pop() if state.spare else np.empty(shape, pre.spec.dtype)
-            transform = pre.run(frame.image, tensor)
-            job = Job(frame, tensor, transform, (time.perf_counter() - t0) * 1000)
+            if frame.sensor is not None:
+                # Outputs computed by the camera: no preprocessing, the frame's own transform.
+                job = Job(frame, NO_TENSOR, frame.sensor.transform, 0.0)
+            else:
+                t0 = time.perf_counter()
+                tensor = state.spare.pop() if state.spare else np.empty(shape, pre.spec.dtype)
+                transform = pre.run(frame.image, tensor)
+                job = Job(frame, tensor, transform, (time.perf_counter() - t0) * 1000)
             old = slots.put(state.name, job, wait=lossless)
             if old is not None:
                 state.counters.add("dropped")
-                state.spare.append(old.tensor)
+                if old.tensor is not NO_TENSOR:
+                    state.spare.append(old.tensor)
 
         return deliver
 
@@ -271,6 +284,7 @@ class Pipeline:
                 "runtime": info.backend,
                 "runtime_version": info.backend_version,
                 "delegate": info.delegate,
+                "runs_on": "sensor" if e.on_sensor else "host",
                 "threads": info.threads,
                 "degraded": info.degraded or None,
                 **failover.stats_entry(e.interpreter),

@@ -28,11 +28,17 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
+# The tensor of a job whose outputs came with the frame (``Frame.sensor``): nothing to invoke.
+NO_TENSOR = np.empty(0, np.uint8)
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """A captured frame already preprocessed into a model-input tensor on its capture thread.
 
     preprocess_ms: time spent filling ``tensor`` (perf_counter milliseconds).
+    A frame that carries its outputs (``frame.sensor``) comes with :data:`NO_TENSOR` and the
+    sensor's transform.
     """
 
     frame: Frame

@@ -21,7 +21,7 @@ from edge.config import CameraSettings
 from edge.engine import Engine, Invocation
 from edge.motion import MotionGate
 from edge.output import ResultEvent, ResultListener
-from edge.slots import FrameSlots, Job
+from edge.slots import NO_TENSOR, FrameSlots, Job
 from edge.stats import Counters, LatencyWindow, RateMeter
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ COUNTERS = (
     "skipped_latency",
     "skipped_motion",
     "skipped_paused",
+    "no_tensor",
     "inferred",
     "errors",
 )
@@ -74,7 +75,9 @@ class CameraState:
 class InferenceWorker(threading.Thread):
     """Owns one Engine's interpreter; serves the cameras that share its model until ``stop`` is
     set. It only copies a tensor in, invokes and copies the outputs out: decoding and the
-    listeners run on its :class:`ResultWorker`, overlapping the next invoke."""
+    listeners run on its :class:`ResultWorker`, overlapping the next invoke. A frame that
+    carries outputs the camera computed (``frame.sensor``) is not invoked: its outputs are
+    handed on as they are, through the same latency budget, order and counting."""
 
     def __init__(
         self,
@@ -107,7 +110,8 @@ class InferenceWorker(threading.Thread):
                     self.cameras[job.frame.source].counters.add("errors")
                 finally:
                     # The interpreter copied the tensor: it can take the next frame.
-                    self.cameras[job.frame.source].spare.append(job.tensor)
+                    if job.tensor is not NO_TENSOR:
+                        self.cameras[job.frame.source].spare.append(job.tensor)
                     self.handled += 1
                     self.slots.done()  # after handing on, so finished() sees one or the other
         finally:
@@ -119,7 +123,12 @@ class InferenceWorker(threading.Thread):
         if self.latency_ms and waited_ms > self.latency_ms:
             cam.counters.add("skipped_latency")
             return
-        raw = self.engine.run_prepared(job.tensor)
+        sensor = job.frame.sensor
+        if sensor is not None:
+            # The camera ran the network: its outputs go to decoding as an invoke's would.
+            raw = Invocation.from_sensor(sensor)
+        else:
+            raw = self.engine.run_prepared(job.tensor)
         self.results.put(job, raw, waited_ms)
 
 

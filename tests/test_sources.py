@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 from fakes.activate import fake_picamera2
+from rpk_files import write_rpk
 
 from edge.decode import header_size
 from edge.errors import ConfigError, InputError, SourceError
@@ -73,7 +74,13 @@ CASES: dict[str, SpecFactory] = {
         kind="synthetic", name="cam", width=160, height=120, options={"seed": 4}
     ),
     "picamera2": lambda tmp: SourceSpec(kind="picamera2", name="cam", fps=60.0),
+    "imx500": lambda tmp: SourceSpec(
+        kind="imx500", target=str(write_rpk(tmp / "net.rpk")), name="cam", fps=60.0
+    ),
 }
+# Backends that refuse rotation and mirroring (the AI Camera's boxes refer to its sensor's
+# image); test_imx500_source.py checks the refusal.
+UNORIENTED = {"imx500"}
 
 
 @pytest.fixture(params=sorted(CASES))
@@ -81,9 +88,19 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
     """Builds sources of one registry kind (with field overrides) and closes them afterwards."""
     kind = request.param
     with ExitStack() as stack:
-        if kind == "picamera2":
+        if kind in ("picamera2", "imx500"):
             # A still scene makes the fake camera's frames comparable pixel for pixel.
-            stack.enter_context(fake_picamera2()).Picamera2.fake_speed = 0.0
+            module = stack.enter_context(fake_picamera2())
+            module.Picamera2.fake_speed = 0.0
+        if kind == "imx500":
+            # The sensor's network is not run here (no fake_model): frames carry no tensor.
+            stack.enter_context(_attribute(module.Picamera2, "fake_model", "imx500"))
+            stack.enter_context(_attribute(module.Picamera2, "fake_sensors", {}))
+            from picamera2.devices import imx500
+
+            stack.enter_context(_attribute(imx500.IMX500, "fake_first_tensor", 10**9))
+        if kind in UNORIENTED and request.node.get_closest_marker("orientation"):
+            pytest.skip(f"{kind} refuses rotation and mirroring")
 
         def build(**changes: object) -> Source:
             spec = replace(CASES[kind](tmp_path), **changes)  # type: ignore[arg-type]
@@ -92,6 +109,16 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
             return source
 
         yield build
+
+
+@contextmanager
+def _attribute(obj: object, name: str, value: object) -> Iterator[None]:
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
 
 
 def read_n(source: Source, n: int) -> list[Frame]:
@@ -145,6 +172,7 @@ def test_timestamps_are_monotonic_and_current(make: Callable[..., Source]) -> No
     assert all(abs((now_wall - f.ts_wall) - (now_mono - f.ts_mono)) < 0.05 for f in frames)
 
 
+@pytest.mark.orientation
 @pytest.mark.parametrize("rotate", [90, 270])
 def test_rotation_swaps_width_and_height(make: Callable[..., Source], rotate: int) -> None:
     """A 90° or 270° rotation delivers frames with width and height swapped."""
@@ -166,6 +194,7 @@ def test_rotation_swaps_width_and_height(make: Callable[..., Source], rotate: in
         (270, "hv", lambda im: cv2.rotate(im[::-1, ::-1], cv2.ROTATE_90_COUNTERCLOCKWISE)),
     ],
 )
+@pytest.mark.orientation
 def test_orientation_is_flip_then_clockwise_rotation(
     make: Callable[..., Source],
     rotate: int,

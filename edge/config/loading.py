@@ -124,6 +124,7 @@ def _zones(data: Any, path: str, problems: list[str], notes: list[str]) -> tuple
 def _cross_checks(cameras: list[CameraSettings], mqtt: Any, problems: list[str]) -> None:
     """What no single key can check: bounds between keys, unique camera names."""
     for i, c in enumerate(cameras):
+        _network_checks(i, c, problems)
         if c.reconnect_min_s > c.reconnect_max_s:
             problems.append(
                 f"cameras[{i}].reconnect_min_s: {c.reconnect_min_s:g} is above reconnect_max_s "
@@ -142,6 +143,41 @@ def _cross_checks(cameras: list[CameraSettings], mqtt: Any, problems: list[str])
         problems.append(
             f"mqtt.ram_window: {mqtt.ram_window} is larger than mqtt.ram_max_rows "
             f"({mqtt.ram_max_rows})"
+        )
+
+
+def _network_checks(i: int, c: CameraSettings, problems: list[str]) -> None:
+    """An AI Camera (source imx500) runs the network it is given, on the sensor: it needs one,
+    no host model, and no rotation or mirroring (the network sees the sensor's own image)."""
+    imx500 = c.source.strip().lower() == "imx500"
+    where = f"cameras[{i}]"
+    if not imx500:
+        if c.network is not None:
+            problems.append(
+                f'{where}.network: only an AI Camera (source = "imx500") runs a network; '
+                'remove it, or set source = "imx500"'
+            )
+        return
+    if c.network is None:
+        problems.append(
+            f"{where}.network: source imx500 needs the network (.rpk) to run on the sensor, "
+            "e.g. /usr/share/imx500-models/imx500_network_ssd_mobilenetv2_fpnlite_320x320_pp"
+            ".rpk (sudo apt install imx500-all)"
+        )
+    elif not c.network.lower().endswith(".rpk"):
+        problems.append(
+            f"{where}.network: {c.network!r} is not an .rpk file; the AI Camera runs "
+            "networks packaged for the IMX500 (imx500-package makes them)"
+        )
+    if c.model is not None:
+        problems.append(
+            f"{where}.model: an AI Camera runs its network on the sensor, not a host model; "
+            "remove model (network is this camera's model)"
+        )
+    if c.rotate or c.flip is not None:
+        problems.append(
+            f"{where}.rotate/flip: not available with source imx500 (the network's boxes "
+            "refer to the sensor's image); mount the camera upright or leave them unset"
         )
 
 

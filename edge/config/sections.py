@@ -209,8 +209,15 @@ class CameraSettings:
 
     source: str = key(
         MISSING,
-        "picamera2, synthetic, a /dev/videoN path or camera index, an "
-        "rtsp:// or http:// URL, a video file, an image folder or glob.",
+        "picamera2, imx500 (the AI Camera: give network), synthetic, a /dev/videoN path or "
+        "camera index, an rtsp:// or http:// URL, a video file, an image folder or glob.",
+    )
+    network: str | None = key(
+        None,
+        "source imx500: the network (.rpk) the AI Camera runs on its sensor, e.g. "
+        "/usr/share/imx500-models/imx500_network_ssd_mobilenetv2_fpnlite_320x320_pp.rpk; "
+        "it is this camera's model. Unset for every other source.",
+        legacy=_EMPTY,
     )
     name: str = key("camera", "Camera name: a topic level.", check=topic_name_problem)
     fps: float | None = key(
@@ -427,7 +434,10 @@ class Config:
         return Path(env.split(":")[0]) if env else Path("state")
 
     def camera_model(self, camera: CameraSettings) -> str:
-        """The model reference ``camera`` runs: its own, else [model].path."""
+        """The model reference ``camera`` runs: an AI Camera's network, its own model, else
+        [model].path."""
+        if camera.network is not None:
+            return camera.network
         return self.model.path if camera.model is None else camera.model
 
 

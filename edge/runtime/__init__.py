@@ -182,10 +182,16 @@ class Interpreter:
 
 def load_model(path: Path, options: RuntimeOptions | None = None) -> ModelInterpreter:
     """:func:`load` for one delegate, :func:`edge.runtime.failover.load` for a chain of more
-    (verified at load either way). Raises as they do; a chain for an ONNX or HEF model is a
-    ModelError (onnxruntime has one execution provider here, a HEF runs only on the Hailo
-    device: there is nothing to fail over to).
+    (verified at load either way), :func:`edge.runtime.sensor.load` for an AI Camera network.
+    Raises as they do; a chain for an ONNX or HEF model is a ModelError (onnxruntime has one
+    execution provider here, a HEF runs only on the Hailo device: there is nothing to fail
+    over to).
     """
+    if path.suffix.lower() == ".rpk":
+        # An AI Camera network runs on the sensor: no delegate or chain applies to it.
+        from edge.runtime import sensor
+
+        return sensor.load(path)
     opts = options or RuntimeOptions()
     if not opts.chain:
         return load(path, opts)

@@ -18,6 +18,7 @@ from edge.errors import ConfigError
 from edge.sources.base import BaseSource, Source, SourceSpec
 from edge.sources.images import EXTENSIONS as IMAGE_EXTENSIONS
 from edge.sources.images import GLOB_CHARS, ImagesSource
+from edge.sources.imx500 import IMX500Source
 from edge.sources.opencv import STREAM_SCHEMES, OpenCVSource
 from edge.sources.picamera2 import Picamera2Source
 from edge.sources.synthetic import SyntheticSource
@@ -42,6 +43,7 @@ REGISTRY: dict[SourceKind, type[BaseSource]] = {
     "images": ImagesSource,
     "synthetic": SyntheticSource,
     "picamera2": Picamera2Source,
+    "imx500": IMX500Source,
 }
 
 SYNTHETIC_FPS = 30.0  # what "synthetic" means on the command line: a camera-like rate
@@ -58,7 +60,8 @@ def open_source(spec: SourceSpec) -> Source:
 def parse_source(text: str, *, name: str = "camera") -> SourceSpec:
     """A spec from a command-line source string; change other fields with ``dataclasses.replace``.
 
-    ``synthetic`` (paced at 30 fps), ``picamera2`` or ``picamera2:N`` (camera number), a camera
+    ``synthetic`` (paced at 30 fps), ``picamera2`` or ``picamera2:N`` (camera number),
+    a camera
     index (``0``) or device (``/dev/video0``), a stream URL (``rtsp://``, ``http://`` …), a glob
     (``imgs/*.jpg``), a folder (trailing ``/``, or an existing directory), an image file (by
     extension) or a video file (anything else). Only the directory case looks at the disk.
@@ -75,6 +78,12 @@ def parse_source(text: str, *, name: str = "camera") -> SourceSpec:
             raise ConfigError(f"source: {text!r}: the camera number after ':' must be 0, 1, …")
         options = {"camera_num": int(num)} if num else {}
         return SourceSpec(kind="picamera2", name=name, options=options)
+    if lowered == "imx500":
+        raise ConfigError(
+            "source: imx500 runs a network on the sensor: configure it in a [[cameras]] table "
+            '(source = "imx500", network = "/usr/share/imx500-models/….rpk") and use '
+            "`edge run --config`"
+        )
     if text.isdigit() or text.startswith("/dev/") or lowered.startswith(STREAM_SCHEMES):
         return SourceSpec(kind="opencv", target=text, name=name)
     if GLOB_CHARS & set(text) or text.endswith(("/", os.sep)):
@@ -92,7 +101,10 @@ def from_camera(camera: CameraSettings, lores: tuple[int, int] | None = None) ->
     ``synthetic`` it means unpaced (as fast as inference takes frames, for benchmarks), where
     the command line's ``synthetic`` is paced at 30 fps.
     """
-    base = parse_source(camera.source, name=camera.name)
+    if camera.source.strip().lower() == "imx500":
+        base = SourceSpec(kind="imx500", name=camera.name, target=camera.network or "")
+    else:
+        base = parse_source(camera.source, name=camera.name)
     return replace(
         base,
         fps=camera.fps,

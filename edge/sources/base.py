@@ -23,7 +23,7 @@ import numpy as np
 
 from edge.choices import RTSP_TRANSPORTS, SOURCE_KINDS, Flip, RtspTransport, SourceKind
 from edge.errors import ConfigError, SourceError
-from edge.frame import Frame
+from edge.frame import Frame, SensorOutput
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,10 @@ class SourceSpec:
     """Where frames come from and how to shape them; plain validated data, no I/O.
 
     kind: ``opencv`` (camera index, /dev/videoN, rtsp/http URL, video file), ``images`` (folder,
-        glob or single image), ``synthetic`` (moving shapes), ``picamera2`` (Raspberry Pi camera).
-    target: device, URL, file, glob or folder; empty for ``synthetic`` and ``picamera2``.
+        glob or single image), ``synthetic`` (moving shapes), ``picamera2`` (Raspberry Pi camera),
+        ``imx500`` (Raspberry Pi AI Camera, the network running on the sensor).
+    target: device, URL, file, glob or folder; the network (.rpk) for ``imx500``; empty for
+        ``synthetic`` and ``picamera2``.
     name: camera name, used in topics and thread names.
     fps: target rate in frames per second; ``None`` = as fast as the source delivers.
     width, height: requested capture resolution in pixels (cameras; synthetic scene size).
@@ -78,6 +80,8 @@ class SourceSpec:
             problems.append(f"source.kind: {self.kind!r} is not one of {', '.join(SOURCE_KINDS)}")
         if self.kind in ("opencv", "images") and not self.target:
             problems.append(f"source.target: a {self.kind} source needs a device, URL or path")
+        if self.kind == "imx500" and not self.target:
+            problems.append("source.target: an imx500 source needs its network (.rpk file)")
         if not self.name:
             problems.append("source.name: must not be empty")
         if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
@@ -307,8 +311,10 @@ class BaseSource:
         index: int | None = None,
         path: str | None = None,
         ts_mono: float | None = None,
+        sensor: SensorOutput | None = None,
     ) -> Frame:
-        """Orient ``image`` and stamp it; ``ts_mono`` defaults to now (seconds, monotonic)."""
+        """Orient ``image`` and stamp it; ``ts_mono`` defaults to now (seconds, monotonic).
+        ``sensor``: the outputs of a network the camera ran on it (IMX500)."""
         now = time.monotonic()
         wall = time.time()
         self.heartbeat = now
@@ -326,6 +332,7 @@ class BaseSource:
             source=self.name,
             index=seq if index is None else index,
             path=path,
+            sensor=sensor,
         )
 
     def _safe_release(self) -> None:

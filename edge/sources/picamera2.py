@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge.choices import SourceKind
 from edge.errors import ConfigError, SourceError
 from edge.frame import Frame
 from edge.sources.base import BaseSource, Options, SourceSpec
@@ -60,7 +61,7 @@ class Picamera2Source(BaseSource):
     than a second old is not used; the receipt time is, and that is logged once.
     """
 
-    kind = "picamera2"
+    kind: ClassVar[SourceKind] = "picamera2"
     HARDWARE_SCALING = True
     OPTIONS: ClassVar[dict[str, type]] = {"camera_num": int, "timeout": float, "buffer_count": int}
 
@@ -98,34 +99,40 @@ class Picamera2Source(BaseSource):
         self._trust_sensor_clock = True
 
     def _open(self) -> None:
+        self._start_camera(self.camera_num, self.spec.fps)
+
+    def _start_camera(self, camera_num: int, fps: float | None) -> None:
+        """Open camera ``camera_num``, configure it for ``fps`` (None: its default) and start
+        it; raises SourceError saying what to check."""
         try:
             # python3-picamera2 comes from apt on the Pi and is absent elsewhere: import on use.
             import libcamera
             from picamera2 import CancelledError, Picamera2
         except ImportError as exc:
             raise SourceError(NOT_INSTALLED) from exc
+        self.camera_num = camera_num
         try:
-            cam = Picamera2(camera_num=self.camera_num)
+            cam = Picamera2(camera_num=camera_num)
         except (IndexError, RuntimeError) as exc:
             # IndexError: libcamera lists no camera at that number; RuntimeError: "Camera
             # __init__ sequence did not complete" (camera listed but unusable).
-            raise SourceError(NO_CAMERA.format(num=self.camera_num) + f" ({exc})") from exc
+            raise SourceError(NO_CAMERA.format(num=camera_num) + f" ({exc})") from exc
         try:
-            self._configure(cam, libcamera)
+            self._configure(cam, libcamera, fps)
         except Exception as exc:
             cam.close()
             raise SourceError(
                 f"picamera2 rejected the configuration (main {self.main_size}, lores "
-                f"{self.lores_size}, fps {self.spec.fps}): {exc}; try a smaller size or rate"
+                f"{self.lores_size}, fps {fps}): {exc}; try a smaller size or rate"
             ) from exc
         self._cam = cam
         self._cancelled = CancelledError
         self._trust_sensor_clock = True
 
-    def _configure(self, cam: Any, libcamera: Any) -> None:
+    def _configure(self, cam: Any, libcamera: Any, fps: float | None) -> None:
         kwargs: dict[str, Any] = {
             "main": {"size": self.main_size, "format": "RGB888"},
-            "controls": {"FrameRate": self.spec.fps} if self.spec.fps else {},
+            "controls": {"FrameRate": fps} if fps else {},
         }
         if self.lores_size is not None:
             kwargs["lores"] = {"size": self.lores_size, "format": "YUV420"}
@@ -145,10 +152,17 @@ class Picamera2Source(BaseSource):
             self._stream,
             tuple(actual["size"]),
             actual.get("stride"),
-            f"{self.spec.fps:g}" if self.spec.fps else "default",
+            f"{fps:g}" if fps else "default",
         )
 
     def _read(self) -> Frame:
+        array, metadata, received = self._capture()
+        image = self._to_bgr(array, self._cam.camera_config[self._stream])
+        return self._frame(image, ts_mono=self._capture_time(metadata, received))
+
+    def _capture(self) -> tuple[np.ndarray, dict[str, Any], float]:
+        """The next request's image (as picamera2 shapes it), its metadata and the
+        ``time.monotonic()`` it arrived; SourceError when the camera stalls or is closed."""
         cam = self._cam
         job = cam.capture_request(wait=False)
         deadline = time.monotonic() + self.timeout
@@ -172,8 +186,7 @@ class Picamera2Source(BaseSource):
             metadata = request.get_metadata()
         finally:
             request.release()
-        image = self._to_bgr(array, cam.camera_config[self._stream])
-        return self._frame(image, ts_mono=self._capture_time(metadata, received))
+        return array, metadata, received
 
     def _to_bgr(self, array: np.ndarray, config: dict[str, Any]) -> np.ndarray:
         if self._stream == "main":

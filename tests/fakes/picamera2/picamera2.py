@@ -3,11 +3,13 @@ validation errors, and a background "camera loop" thread that completes requests
 configured frame rate with real pixels (an ``edge.scene`` clip) in the real memory layouts.
 
 Simulation knobs are class attributes whose names start with ``fake_``; tests set them with
-``monkeypatch.setattr``. Everything else mirrors picamera2's public behaviour as used by edge.
+``monkeypatch.setattr`` (the camera model also from the environment, for child processes).
+Everything else mirrors picamera2's public behaviour as used by edge.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -53,19 +55,30 @@ class Picamera2:
     fake_platform: ClassVar[str] = "vc4"  # "vc4" (Pi 4: lores must be YUV) or "pisp" (Pi 5)
     fake_seed: ClassVar[int] = 3  # scene: MovingScene(main size, count=3, seed=fake_seed)
     fake_speed: ClassVar[float | None] = None  # shape speed in px/s; 0 = a still scene
+    # The sensor: "imx708" (Camera Module 3) or "imx500" (AI Camera); $FAKE_PICAMERA2_MODEL
+    # sets it for a daemon run in a child process.
+    fake_model: ClassVar[str] = os.environ.get("FAKE_PICAMERA2_MODEL", "imx708")
+    # Per camera number: adds metadata to each request from the frame's BGR pixels and number
+    # (what the IMX500 driver and libcamera do for the AI Camera; set by the fake IMX500).
+    fake_sensors: ClassVar[dict[int, Callable[[np.ndarray, int], dict[str, Any]]]] = {}
 
-    sensor_resolution = (4608, 2592)
     sensor_format = RAW_FORMAT
+    SENSORS: ClassVar[dict[str, tuple[tuple[int, int], tuple[int, int]]]] = {
+        # model: (full resolution, the binned mode picamera2 picks for video-sized streams)
+        "imx708": ((4608, 2592), (2304, 1296)),
+        "imx500": ((4056, 3040), (2028, 1520)),
+    }
 
     @staticmethod
     def global_camera_info() -> list[dict[str, Any]]:
         """One dict per attached camera: Model, Location, Rotation, Id, Num."""
+        model = Picamera2.fake_model
         return [
             {
-                "Model": "imx708",
+                "Model": model,
                 "Location": 2,
-                "Rotation": 180,
-                "Id": f"/base/axi/pcie@120000/rp1/i2c@88000/imx708@{0x1A + i:x}",
+                "Rotation": 180 if model == "imx708" else 0,
+                "Id": f"/base/axi/pcie@120000/rp1/i2c@88000/{model}@{0x1A + i:x}",
                 "Num": i,
             }
             for i in range(Picamera2.fake_cameras)
@@ -88,8 +101,10 @@ class Picamera2:
             raise RuntimeError("Camera __init__ sequence did not complete.")
         self.camera = object()
         self.is_open = True
+        self.model = Picamera2.fake_model
+        self.sensor_resolution, self._sensor_mode = self.SENSORS[self.model]
         self.camera_properties: dict[str, Any] = {
-            "Model": "imx708",
+            "Model": self.model,
             "PixelArraySize": self.sensor_resolution,
             "ColorFilterArrangement": 0,
         }
@@ -253,6 +268,8 @@ class Picamera2:
         }
         if config["raw"] is not None and config["raw"].get("size") is None:
             config["raw"]["size"] = config["main"]["size"]
+        if config["raw"] is not None and self.model == "imx500":
+            config["raw"]["size"] = self._sensor_mode  # the IMX500 has two modes; video: binned
         self.camera_config = {}
         self.check_camera_config(config)
         for name in ("main", "lores"):
@@ -369,6 +386,9 @@ class Picamera2:
             "Lux": 400.0,
             "ScalerCrop": (0, 0, *self.sensor_resolution),
         }
+        sensor = Picamera2.fake_sensors.get(self.camera_idx)
+        if sensor is not None:
+            metadata.update(sensor(bgr, self.frames))
         self.frames += 1
         with self.lock:
             self._in_flight += 1
