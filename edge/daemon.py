@@ -31,6 +31,7 @@ from edge.control import DetectControl
 from edge.engine import Engine, Overrides
 from edge.errors import EdgeError
 from edge.notify import Notifier
+from edge.online.server import OnlineServer, close_online, follow
 from edge.pipeline import Pipeline, new_boot_id
 from edge.runner import Runner
 from edge.runtime import RuntimeOptions, failover
@@ -61,6 +62,7 @@ class _Built:
     publisher: Publisher
     engines: dict[_EngineKey, Engine]
     tracked: dict[str, TrackedCamera]
+    online: Engine | None  # the online requests' own engine; None when [online] is off
 
 
 class Daemon:
@@ -84,6 +86,7 @@ class Daemon:
         self.settings: MqttSettings | None = None
         self.publisher: Publisher | None = None
         self.pipeline: Pipeline | None = None
+        self.online: OnlineServer | None = None
         self.tracks = TrackListener(CurrentSink(lambda: self.sink), config.device, self.boot_id)
         self.control = DetectControl(
             DeviceTopics(f"{config.mqtt.prefix}/{config.device}"), config.state_path()
@@ -102,6 +105,8 @@ class Daemon:
         sink = start_sink(config, self.boot_id, settings)
         sink.final_stats = self._final_stats
         sink.subscribe(self.control.command_filter, self.control.on_command)
+        if self.online is not None:
+            self.online.attach(sink)
         self._birth_topics = set()
         self.sink, self.settings = sink, settings
 
@@ -132,7 +137,9 @@ class Daemon:
         except BaseException:
             publisher.close()
             raise
-        return _Built(config, checked.mqtt, pipeline, publisher, engines, checked.tracked)
+        return _Built(
+            config, checked.mqtt, pipeline, publisher, engines, checked.tracked, checked.online
+        )
 
     def _room(self) -> bool:
         sink = self.sink
@@ -158,6 +165,7 @@ class Daemon:
         self.publisher = built.publisher
         _close_unused(self._engines, built.engines)
         self._engines = built.engines
+        self.online = follow(self.online, built.config, built.online, self.sink)
 
     def _close_engines(self) -> None:
         _close_unused(self._engines, {})
@@ -205,6 +213,7 @@ class Daemon:
         runner.on_shutdown("models", self._close_engines)
         runner.on_shutdown("detection switches", self.control.save)
         runner.on_shutdown("MQTT sink", self._close_sink)
+        runner.on_shutdown("online requests", lambda: close_online(self.online))
         runner.on_shutdown("tracks", self.tracks.close)  # end events, before the sink closes
         runner.on_shutdown("pipeline", self._stop_pipeline)
         try:
@@ -287,6 +296,8 @@ class Daemon:
             "events": self.tracks.events_sent,
             "detect_off": sorted(self.control.paused),
         }
+        if self.online is not None:
+            stats["online"] = self.online.stats()
         stats["reloads"] = self.reloads
         stats["degraded"] = self.degraded()
         return stats

@@ -12,6 +12,7 @@ from edge.config.fields import Points, Setting, computed, key, settings
 from edge.config.homeassistant import HomeAssistantSettings
 from edge.config.loading import load, merge, read_toml, validate
 from edge.config.names import topic_name_problem
+from edge.config.online import OnlineSettings
 from edge.config.reference import reference
 from edge.config.sections import (
     MAX_FRAME_SIDE,
@@ -34,6 +35,7 @@ __all__ = [
     "HomeAssistantSettings",
     "ModelSettings",
     "MqttConfig",
+    "OnlineSettings",
     "Points",
     "Setting",
     "TrackingSettings",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edge.config.fields import settings
 from edge.config.homeassistant import HomeAssistantSettings
+from edge.config.online import OnlineSettings
 from edge.config.sections import BudgetSettings, CameraSettings, Config, ModelSettings, MqttConfig
 from edge.config.tracking import TrackingSettings, ZoneSettings
 
@@ -33,6 +34,7 @@ def reference() -> str:
         ("[mqtt]", MqttConfig),
         ("[budget]", BudgetSettings),
         ("[homeassistant]", HomeAssistantSettings),
+        ("[online]", OnlineSettings),
     ]
     for title, cls in tables:
         doc = (cls.__doc__ or "").split(":", 1)[-1].strip() if cls is not Config else ""

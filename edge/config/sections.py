@@ -29,6 +29,7 @@ from edge.choices import (
 from edge.config.fields import computed, key, was
 from edge.config.homeassistant import HomeAssistantSettings
 from edge.config.names import topic_name_problem
+from edge.config.online import OnlineSettings
 from edge.config.tracking import TrackingSettings, ZoneSettings
 
 # The largest frame side accepted: above every Pi camera sensor (HQ 4056, Camera Module 3 4608)
@@ -414,6 +415,7 @@ class Config:
     budget: BudgetSettings = BudgetSettings()
     tracking: TrackingSettings = TrackingSettings()
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
+    online: OnlineSettings = OnlineSettings()
     cameras: tuple[CameraSettings, ...] = ()
     source: str = ""  # the file this came from, for messages
 
@@ -427,6 +429,12 @@ class Config:
         """The model reference ``camera`` runs: its own, else [model].path."""
         return self.model.path if camera.model is None else camera.model
 
+    def online_model(self) -> str:
+        """The model reference online requests run: [online].model, else the first camera's."""
+        if self.online.model is not None:
+            return self.online.model
+        return self.camera_model(self.cameras[0]) if self.cameras else self.model.path
+
 
 # The tables of a configuration file besides [[cameras]], by name.
 SECTIONS: dict[str, type] = {
@@ -435,4 +443,5 @@ SECTIONS: dict[str, type] = {
     "budget": BudgetSettings,
     "tracking": TrackingSettings,
     "homeassistant": HomeAssistantSettings,
+    "online": OnlineSettings,
 }
