@@ -32,6 +32,7 @@ from paho.mqtt.properties import Properties
 from edge.commands.infer import one_shot_engine, result_json
 from edge.decode import read_image
 from edge.engine import Overrides
+from edge.errors import EX_CONFIG
 from edge.runtime import RuntimeOptions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -292,10 +293,43 @@ def test_envelope_errors_busy_and_expiry_on_one_daemon(
         assert [_without_timings(line.encode()) for line in lines] == [
             expected[p.name] for p in SCENES[:2]
         ]
+    assert _nice_values(daemons[0].proc.pid).count(10) == 1, "the online worker is not niced"
+    # A reload hands the worker the new model's engine: answers as edge infer's for that model.
+    daemons[0].rewrite(
+        _config(
+            broker,
+            tmp_path,
+            "solo",
+            queue_size=2,
+            max_image_bytes=100_000,
+            model="shapes-classifier",
+        )
+    )
+    assert daemons[0].wait_log("configuration reloaded")
+    out = _edge_request(broker, "--model-on", "solo")
+    assert out.returncode == 0, out.stderr
+    classifier = one_shot_engine("shapes-classifier", RuntimeOptions(), Overrides())
+    try:
+        want = [
+            _without_timings(result_json(classifier, read_image(p), p.name)) for p in SCENES[:2]
+        ]
+    finally:
+        classifier.close()
+    assert [_without_timings(line.encode()) for line in out.stdout.splitlines()] == want
+    assert want[0]["model"]["name"] == "shapes-classifier"
     assert daemons[0].stop() == 0
     late = _edge_request(broker, "--model-on", "solo", "--timeout", "1")
     assert late.returncode == 66 and late.stdout == ""
     assert "no answer for scene_0.jpg on time" in late.stderr
+
+
+def _nice_values(pid: int) -> list[int]:
+    """The nice value of every thread of process ``pid`` (Linux /proc)."""
+    values = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        values.append(int(fields[16]))  # field 19 of proc(5), counted after "pid (comm)"
+    return values
 
 
 def _edge_request(broker: Broker, *args: str) -> subprocess.CompletedProcess[str]:
@@ -356,3 +390,30 @@ def test_a_full_queue_answers_busy_and_requests_expired_at_their_turn_are_droppe
     stats.close()
     assert s["expired"] == 2 and s["errors"] == {"busy": 3} and s["answered"] == 1
     assert daemons[0].stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("online", "message"),
+    [
+        ({"model": "no-such-model"}, "no model named 'no-such-model'"),
+        ({"group": "a/b"}, "online.group"),
+    ],
+)
+def test_check_config_refuses_the_online_settings_run_refuses(
+    broker: Broker, tmp_path: Path, online: dict[str, Any], message: str
+) -> None:
+    """An [online] model that does not load, or a group that is not a topic level: both
+    `edge check-config` and `edge run` exit 78 saying what is wrong."""
+    path = tmp_path / "bad.toml"
+    path.write_text(_config(broker, tmp_path, "solo", **online))
+    for command in (["check-config", str(path)], ["run", "--config", str(path)]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge", *command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=REPO,
+        )
+        assert proc.returncode == EX_CONFIG, (command, proc.stderr)
+        assert message in proc.stderr, proc.stderr
