@@ -176,7 +176,11 @@ def _answer(msg: mqtt.MQTTMessage, v5: bool) -> tuple[bytes, Answer] | None:
             json.dumps(doc["result"], separators=(",", ":")).encode()
             if "result" in doc
             else json.dumps(
-                {"error": doc.get("error"), "message": doc.get("message")},
+                {
+                    "error": doc.get("error"),
+                    "message": doc.get("message"),
+                    "device": doc.get("device"),
+                },
                 separators=(",", ":"),
             ).encode()
         )
