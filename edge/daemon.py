@@ -136,6 +136,8 @@ class Daemon:
             )
         except BaseException:
             publisher.close()
+            if checked.online is not None:
+                checked.online.close()
             raise
         return _Built(
             config, checked.mqtt, pipeline, publisher, engines, checked.tracked, checked.online

@@ -135,8 +135,10 @@ class Requester:
         self.client.loop_stop()
 
 
-def _config(broker: Broker, tmp: Path, device: str, **online: Any) -> str:
-    text = config_text(broker, tmp / f"state-{device}").replace(
+def _config(
+    broker: Broker, tmp: Path, device: str, mqtt: dict[str, Any] | None = None, **online: Any
+) -> str:
+    text = config_text(broker, tmp / f"state-{device}", mqtt=mqtt).replace(
         f'device = "{DEVICE}"', f'device = "{device}"'
     )
     lines = ["[online]", "enabled = true"] + [f"{k} = {json.dumps(v)}" for k, v in online.items()]
@@ -144,9 +146,14 @@ def _config(broker: Broker, tmp: Path, device: str, **online: Any) -> str:
 
 
 def _start(
-    broker: Broker, tmp: Path, daemons: list[DaemonProc], device: str, **online: Any
+    broker: Broker,
+    tmp: Path,
+    daemons: list[DaemonProc],
+    device: str,
+    mqtt: dict[str, Any] | None = None,
+    **online: Any,
 ) -> DaemonProc:
-    d = DaemonProc(tmp, _config(broker, tmp, device, **online), name=f"{device}.toml")
+    d = DaemonProc(tmp, _config(broker, tmp, device, mqtt, **online), name=f"{device}.toml")
     daemons.append(d)
     return d
 
@@ -389,6 +396,43 @@ def test_a_full_queue_answers_busy_and_requests_expired_at_their_turn_are_droppe
     s = _stats(stats, "solo")
     stats.close()
     assert s["expired"] == 2 and s["errors"] == {"busy": 3} and s["answered"] == 1
+    assert daemons[0].stop() == 0
+
+
+def test_a_daemon_on_mqtt_3_1_1_answers_envelopes_on_the_fleet_topic(
+    broker: Broker, tmp_path: Path, daemons: list[DaemonProc], expected: dict[str, Any]
+) -> None:
+    """With mqtt.protocol 3.1.1 the daemon takes the group's shared subscription and answers
+    envelopes; an MQTT 5 request reaches it without its properties, so it is not answered and
+    counts as unanswerable."""
+    _start(broker, tmp_path, daemons, "old", mqtt={"protocol": "3.1.1"}, group="g")
+    stats = _wait_online(broker, ["old"])
+    env = Requester(broker, v5=False)
+    v5 = Requester(broker)
+    scene = SCENES[1]
+    try:
+        v5.send("edge/fleet/g/infer", scene.read_bytes(), "v5")
+        env.send_envelope(
+            "edge/fleet/g/infer",
+            {
+                "image": base64.b64encode(scene.read_bytes()).decode(),
+                "correlation": "e",
+                "source": scene.name,
+            },
+        )
+        assert env.wait(1, 20)
+        assert wait_for(lambda: _stats(stats, "old").get("unanswerable") == 1, 10)
+        time.sleep(0.5)
+        assert v5.count() == 0
+        [(device, payload)] = env.by_cid()[b"e"]
+    finally:
+        env.close()
+        v5.close()
+        stats.close()
+    doc = json.loads(payload)
+    assert device == "old" and doc["device"] == "old"
+    doc["result"].pop("timings_ms")
+    assert doc["result"] == expected[scene.name]
     assert daemons[0].stop() == 0
 
 
