@@ -399,6 +399,37 @@ def test_a_full_queue_answers_busy_and_requests_expired_at_their_turn_are_droppe
     assert daemons[0].stop() == 0
 
 
+def test_an_mqtt5_message_expiry_that_passes_in_the_queue_drops_the_request(
+    broker: Broker, tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    """Behind about 2 s of slow requests (8 noise JPEGs of 4000x4000), two MQTT 5 requests with
+    a Message Expiry Interval of 1 s are dropped when their turn comes, one without expiry is
+    answered; the slow ones are answered."""
+    _start(broker, tmp_path, daemons, "solo", queue_size=16, max_image_bytes=20_000_000)
+    stats = _wait_online(broker, ["solo"])
+    noise = np.random.default_rng(2).integers(0, 255, (4000, 4000, 3), np.uint8)
+    slow = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 30])[1].tobytes()
+    scene = SCENES[0].read_bytes()
+    req = Requester(broker)
+    try:
+        t0 = time.monotonic()
+        for i in range(8):
+            req.send("edge/solo/infer", slow, f"slow-{i}")
+        for cid in ("exp-1", "exp-2"):
+            req.send("edge/solo/infer", scene, cid, MessageExpiryInterval=1)
+        req.send("edge/solo/infer", scene, "keep")
+        assert req.wait(9, 60)
+        took = time.monotonic() - t0
+        assert wait_for(lambda: _stats(stats, "solo").get("expired") == 2, 10)
+        got = req.by_cid()
+    finally:
+        req.close()
+        stats.close()
+    assert took > 1.5, f"the slow requests took only {took:.2f} s: the test proves nothing"
+    assert sorted(got) == sorted([f"slow-{i}".encode() for i in range(8)] + [b"keep"])
+    assert daemons[0].stop() == 0
+
+
 def test_a_daemon_on_mqtt_3_1_1_answers_envelopes_on_the_fleet_topic(
     broker: Broker, tmp_path: Path, daemons: list[DaemonProc], expected: dict[str, Any]
 ) -> None:
