@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge import preflight
 from edge.config import Config
@@ -31,7 +31,6 @@ from edge.control import DetectControl
 from edge.engine import Engine, Overrides
 from edge.errors import EdgeError
 from edge.notify import Notifier
-from edge.online.server import OnlineServer, close_online, follow
 from edge.pipeline import Pipeline, new_boot_id
 from edge.runner import Runner
 from edge.runtime import RuntimeOptions, failover
@@ -43,6 +42,9 @@ from edge.sinks.publisher import Publisher
 from edge.sinks.start import start_sink
 from edge.sinks.tracks import TrackedCamera, TrackListener
 from edge.topics import DeviceTopics
+
+if TYPE_CHECKING:
+    from edge.online.server import OnlineServer
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +141,8 @@ class Daemon:
             if checked.online is not None:
                 checked.online.close()
             raise
-        return _Built(
-            config, checked.mqtt, pipeline, publisher, engines, checked.tracked, checked.online
-        )
+        tracked, online = checked.tracked, checked.online
+        return _Built(config, checked.mqtt, pipeline, publisher, engines, tracked, online)
 
     def _room(self) -> bool:
         sink = self.sink
@@ -167,7 +168,13 @@ class Daemon:
         self.publisher = built.publisher
         _close_unused(self._engines, built.engines)
         self._engines = built.engines
-        self.online = follow(self.online, built.config, built.online, self.sink)
+        if built.online is not None or self.online is not None:
+            from edge.online.server import follow  # only with [online]: about 10 ms of imports
+
+            started = self.online is None
+            self.online = follow(self.online, built.config, built.online, self.sink)
+            if started and self.online is not None:  # closed first: requests stop, then cameras
+                self.runner.on_shutdown("online requests", self.online.close)
 
     def _close_engines(self) -> None:
         _close_unused(self._engines, {})
@@ -215,7 +222,6 @@ class Daemon:
         runner.on_shutdown("models", self._close_engines)
         runner.on_shutdown("detection switches", self.control.save)
         runner.on_shutdown("MQTT sink", self._close_sink)
-        runner.on_shutdown("online requests", lambda: close_online(self.online))
         runner.on_shutdown("tracks", self.tracks.close)  # end events, before the sink closes
         runner.on_shutdown("pipeline", self._stop_pipeline)
         try:
@@ -283,8 +289,7 @@ class Daemon:
             self.discovery.tick(self.sink, now)
 
     def stats(self) -> dict[str, Any]:
-        """The stats payload: the pipeline's, the sink's (``mqtt``), tracking, reloads and
-        what is degraded."""
+        """The stats payload: pipeline's, sink's (``mqtt``), tracking, online, reloads, degraded."""
         if self.pipeline is not None:
             stats: dict[str, Any] = self.pipeline.stats()
         else:

@@ -60,7 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="requests not started within S seconds are dropped (MQTT 5: whole seconds)",
     )
-    p.add_argument("--model", default=None, help="refuse answers from another model than this")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="the model expected: a device running another answers unknown_model",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -249,9 +249,3 @@ def follow(
     server.settings = replace(config.online, group=server.settings.group)
     server.set_engine(ref, engine)
     return server
-
-
-def close_online(server: OnlineServer | None) -> None:
-    """Close ``server`` if there is one (the daemon's shutdown step)."""
-    if server is not None:
-        server.close()
