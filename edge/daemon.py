@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge import preflight
 from edge.config import Config
@@ -45,6 +45,9 @@ from edge.sinks.start import start_sink
 from edge.sinks.tracks import TrackedCamera, TrackListener
 from edge.topics import DeviceTopics
 
+if TYPE_CHECKING:
+    from edge.online.server import OnlineServer
+
 log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL_S = 0.0005
@@ -63,6 +66,7 @@ class _Built:
     publisher: Publisher
     engines: dict[_EngineKey, Engine]
     tracked: dict[str, TrackedCamera]
+    online: Engine | None  # the online requests' own engine; None when [online] is off
 
 
 class Daemon:
@@ -86,6 +90,7 @@ class Daemon:
         self.settings: MqttSettings | None = None
         self.publisher: Publisher | None = None
         self.pipeline: Pipeline | None = None
+        self.online: OnlineServer | None = None
         self.tracks = TrackListener(CurrentSink(lambda: self.sink), config.device, self.boot_id)
         self.control = DetectControl(
             DeviceTopics(f"{config.mqtt.prefix}/{config.device}"), config.state_path()
@@ -108,6 +113,8 @@ class Daemon:
         sink = start_sink(config, self.boot_id, settings)
         sink.final_stats = self._final_stats
         sink.subscribe(self.control.command_filter, self.control.on_command)
+        if self.online is not None:
+            self.online.attach(sink)
         self._birth_topics = set()
         self.sink, self.settings = sink, settings
 
@@ -137,8 +144,11 @@ class Daemon:
             )
         except BaseException:
             publisher.close()
+            if checked.online is not None:
+                checked.online.close()
             raise
-        return _Built(config, checked.mqtt, pipeline, publisher, engines, checked.tracked)
+        tracked, online = checked.tracked, checked.online
+        return _Built(config, checked.mqtt, pipeline, publisher, engines, tracked, online)
 
     def _room(self) -> bool:
         sink = self.sink
@@ -165,6 +175,13 @@ class Daemon:
         self.publisher = built.publisher
         _close_unused(self._engines, built.engines)
         self._engines = built.engines
+        if built.online is not None or self.online is not None:
+            from edge.online.server import follow  # only with [online]: about 10 ms of imports
+
+            started = self.online is None
+            self.online = follow(self.online, built.config, built.online, self.sink)
+            if started and self.online is not None:  # closed first: requests stop, then cameras
+                self.runner.on_shutdown("online requests", self.online.close)
 
     def _close_engines(self) -> None:
         _close_unused(self._engines, {})
@@ -281,8 +298,8 @@ class Daemon:
             self.discovery.tick(self.sink, now)
 
     def stats(self) -> dict[str, Any]:
-        """The stats payload: the pipeline's, the sink's (``mqtt``), tracking, drift, reloads and
-        what is degraded."""
+        """The stats payload: pipeline's, sink's (``mqtt``), tracking, drift, online, reloads,
+        degraded."""
         if self.pipeline is not None:
             stats: dict[str, Any] = self.pipeline.stats()
         else:
@@ -297,6 +314,8 @@ class Daemon:
             "detect_off": sorted(self.control.paused),
         }
         stats["drift"] = self.drift.stats()
+        if self.online is not None:
+            stats["online"] = self.online.stats()
         stats["reloads"] = self.reloads
         stats["degraded"] = self.degraded()
         return stats

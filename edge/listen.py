@@ -352,6 +352,16 @@ def _stats_summary(data: dict[str, Any]) -> str:
             + (f"last commit {commit:.1f} ms, " if isinstance(commit, int | float) else "")
             + f"{dropped} dropped"
         )
+    online = data.get("online")
+    if isinstance(online, dict):
+        errors = online.get("errors")
+        p50 = (online.get("latency_ms") or {}).get("p50")
+        parts.append(
+            f"online {online.get('answered', 0)} answered, "
+            f"{sum(errors.values()) if isinstance(errors, dict) else 0} errors, "
+            f"{online.get('expired', 0)} expired"
+            + (f", p50 {p50:.1f} ms" if isinstance(p50, int | float) else "")
+        )
     if data.get("memory_over_budget"):
         parts.append("MEMORY OVER BUDGET")
     degraded = data.get("degraded")

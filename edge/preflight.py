@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge import metrics
@@ -30,12 +30,14 @@ from edge.sources import from_camera, missing
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """What a check opened: the sink settings, one loaded engine per model reference, and
-    the tracked cameras (zones built) by name."""
+    """What a check opened: the sink settings, one loaded engine per model reference, the
+    tracked cameras (zones built) by name, and the online requests' own engine (None when
+    ``[online]`` is off)."""
 
     mqtt: MqttSettings
     engines: dict[str, Engine]
     tracked: dict[str, TrackedCamera]
+    online: Engine | None = None
 
 
 def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checked:
@@ -84,6 +86,17 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
             if first_model_error is None:
                 first_model_error = exc
             problems.append(f"model {ref!r}: {exc}")
+    online: Engine | None = None
+    if config.online.enabled:
+        from edge.commands.infer import one_shot_engine
+
+        ref = config.online_model()
+        try:
+            # An interpreter of its own with one thread: see edge.online.server.
+            online = one_shot_engine(ref, replace(options, threads=1), post)
+        except EdgeError as exc:
+            first_model_error = first_model_error or exc
+            problems.append(f"online.model {ref!r}: {exc}")
     tracked: dict[str, TrackedCamera] = {}
     if first_model_error is None:
         try:
@@ -92,6 +105,8 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
                 discovery_messages(config.homeassistant, device_spec(config, engines, tracked))
         except ConfigError as exc:
             problems.extend(exc.problems)
+    if (problems or absent) and online is not None:
+        online.close()
     if problems:
         if first_model_error is not None and len(problems) == 1:
             raise first_model_error
@@ -99,7 +114,7 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
     if absent:
         raise InputError("; ".join(absent))
     assert settings is not None
-    return Checked(settings, engines, tracked)
+    return Checked(settings, engines, tracked, online)
 
 
 def _state_dir_problem(state: Path) -> str | None:

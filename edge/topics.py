@@ -47,3 +47,19 @@ class DeviceTopics:
     def detect_state(self, camera: str) -> str:
         """Retained ``ON`` / ``OFF``."""
         return f"{self.base}/{camera}/detect/state"
+
+    @property
+    def infer(self) -> str:
+        """Online inference requests to this device (``edge.online``)."""
+        return f"{self.base}/infer"
+
+
+def fleet_infer(prefix: str, group: str) -> str:
+    """The topic for online requests any daemon of ``group`` may answer."""
+    return f"{prefix}/fleet/{group}/infer"
+
+
+def shared(topic_filter: str, group: str) -> str:
+    """The MQTT 5 shared subscription of ``group`` to ``topic_filter``: the broker hands each
+    message to one of the group's subscribers."""
+    return f"$share/{group}/{topic_filter}"

@@ -46,6 +46,7 @@ VALID = {
     "run": ["--source", "synthetic"],
     "check-config": ["x.toml"],
     "listen": [],
+    "request": ["--model-on", "pi", IMAGE],
     "preview": ["--source", "synthetic"],
     "batch": [SHAPES, "--model", "shapes-detector", "-o", "out.jsonl"],
     "quantize": ["model.keras", "--calibration", "cal", "--out", "out"],

@@ -360,3 +360,20 @@ def test_stats_and_details_show_a_models_delegate_chain(broker: Broker) -> None:
         f"dev1 stats {shown} (retained)",
         f"dev1/status DEGRADED: model det: running on xnnpack; {shown} (retained)",
     ]
+
+
+def test_stats_show_the_online_requests(broker: Broker) -> None:
+    """The stats line sums up the online requests: answered, errors of every reason, expired
+    and the latency p50."""
+    online = {
+        "answered": 12,
+        "errors": {"busy": 2, "undecodable": 1},
+        "expired": 4,
+        "latency_ms": {"p50": 7.25, "p99": 30.0},
+    }
+    retain(broker, [("edge/dev1/stats", json.dumps({"cameras": {}, "online": online}).encode())])
+    out = io.StringIO()
+    listen(broker.host, broker.port, "edge", "dev1", False, 1, 10, out)
+    assert out.getvalue().splitlines()[0].split(" ", 1)[1] == (
+        "dev1 stats online 12 answered, 3 errors, 4 expired, p50 7.2 ms (retained)"
+    )

@@ -51,6 +51,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("check-config", "validate a configuration file (exit 0 or 78)", "check_config"),
     Command("listen", "print results and status arriving on the broker", "listen"),
     Command(
+        "request", "ask a daemon over MQTT to run its model on images (online inference)", "request"
+    ),
+    Command(
         "preview",
         "watch annotated frames in a browser or the terminal (the daemon's pipeline)",
         "preview",

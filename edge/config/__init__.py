@@ -13,6 +13,7 @@ from edge.config.homeassistant import HomeAssistantSettings
 from edge.config.loading import load, merge, read_toml, validate
 from edge.config.metrics import DriftSettings, MetricsSettings
 from edge.config.names import topic_name_problem
+from edge.config.online import OnlineSettings
 from edge.config.reference import reference
 from edge.config.sections import (
     MAX_FRAME_SIDE,
@@ -37,6 +38,7 @@ __all__ = [
     "MetricsSettings",
     "ModelSettings",
     "MqttConfig",
+    "OnlineSettings",
     "Points",
     "Setting",
     "TrackingSettings",

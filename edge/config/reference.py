@@ -5,6 +5,7 @@ from __future__ import annotations
 from edge.config.fields import settings
 from edge.config.homeassistant import HomeAssistantSettings
 from edge.config.metrics import DriftSettings, MetricsSettings
+from edge.config.online import OnlineSettings
 from edge.config.sections import BudgetSettings, CameraSettings, Config, ModelSettings, MqttConfig
 from edge.config.tracking import TrackingSettings, ZoneSettings
 
@@ -36,6 +37,7 @@ def reference() -> str:
         ("[homeassistant]", HomeAssistantSettings),
         ("[metrics]", MetricsSettings),
         ("[drift]", DriftSettings),
+        ("[online]", OnlineSettings),
     ]
     for title, cls in tables:
         doc = (cls.__doc__ or "").split(":", 1)[-1].strip() if cls is not Config else ""

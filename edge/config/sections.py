@@ -30,6 +30,7 @@ from edge.config.fields import computed, key, was
 from edge.config.homeassistant import HomeAssistantSettings
 from edge.config.metrics import DriftSettings, MetricsSettings
 from edge.config.names import topic_name_problem
+from edge.config.online import OnlineSettings
 from edge.config.tracking import TrackingSettings, ZoneSettings
 
 # The largest frame side accepted: above every Pi camera sensor (HQ 4056, Camera Module 3 4608)
@@ -424,6 +425,7 @@ class Config:
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
     metrics: MetricsSettings = MetricsSettings()
     drift: DriftSettings = DriftSettings()
+    online: OnlineSettings = OnlineSettings()
     cameras: tuple[CameraSettings, ...] = ()
     source: str = ""  # the file this came from, for messages
 
@@ -440,6 +442,12 @@ class Config:
             return camera.network
         return self.model.path if camera.model is None else camera.model
 
+    def online_model(self) -> str:
+        """The model reference online requests run: [online].model, else the first camera's."""
+        if self.online.model is not None:
+            return self.online.model
+        return self.camera_model(self.cameras[0]) if self.cameras else self.model.path
+
 
 # The tables of a configuration file besides [[cameras]], by name.
 SECTIONS: dict[str, type] = {
@@ -450,4 +458,5 @@ SECTIONS: dict[str, type] = {
     "homeassistant": HomeAssistantSettings,
     "metrics": MetricsSettings,
     "drift": DriftSettings,
+    "online": OnlineSettings,
 }

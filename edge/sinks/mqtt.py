@@ -24,6 +24,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.properties import Properties
 
 from edge.errors import SinkError
 from edge.outbox import Outbox
@@ -31,7 +32,7 @@ from edge.sinks.mqtt_client import Connection, LinkEvent
 from edge.sinks.mqtt_inflight import InflightWindow
 from edge.sinks.mqtt_intake import Intake
 from edge.sinks.mqtt_refusals import Quarantine
-from edge.sinks.mqtt_retained import Handler, Retained, Subscriptions
+from edge.sinks.mqtt_retained import Handler, MessageHandler, Retained, Subscriptions
 from edge.sinks.mqtt_settings import MqttSettings
 from edge.sinks.mqtt_spool import Spooler
 from edge.sinks.mqtt_throttle import Throttle
@@ -166,6 +167,23 @@ class MqttSink:
         """Subscribe to ``topic_filter`` on every connect; ``handler(topic, payload)`` runs on
         paho's thread for each message and must return quickly. Any thread."""
         self._subscriptions.add(topic_filter, handler)
+
+    def subscribe_messages(self, topic_filter: str, on_message: MessageHandler) -> None:
+        """:meth:`subscribe`, with the whole paho message (MQTT 5 properties included) handed
+        to ``on_message``; ``topic_filter`` may be a shared subscription."""
+        self._subscriptions.add(topic_filter, on_message=on_message)
+
+    def reply(self, topic: str, payload: bytes, properties: Properties | None) -> bool:
+        """Publish ``payload`` to ``topic`` at QoS 0, with ``properties`` when the connection is
+        MQTT 5 (the answer to an online request): False when not connected (nothing is sent).
+        QoS 0 because a QoS 1 message would take an in-flight slot of the results (see
+        :mod:`edge.sinks.mqtt_retained`). Any thread."""
+        client = self._link.client
+        if client is None or not self._link.up or self._state != _RUNNING:
+            return False
+        props = properties if client.protocol == mqtt.MQTTv5 else None
+        info = client.publish(topic, payload, qos=0, properties=props)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def publish_stats(self, payload: bytes) -> None:
         """Publish ``<prefix>/<device>/stats`` (QoS 0, retained) if connected; else drop it."""

@@ -116,7 +116,7 @@ class Connection:
 
     ``on_up(client)`` runs on paho's thread when the broker accepts a connection, before the
     ``up`` event; ``push(event)`` receives every LinkEvent, on paho's thread;
-    ``on_message(topic, payload)`` every message of the owner's subscriptions, on paho's thread.
+    ``on_message(message)`` every message of the owner's subscriptions, on paho's thread.
     ``open`` and ``connect`` run on the owner's thread at start; ``seen``, ``fallback_due`` and
     ``fall_back`` on the thread that consumes the events; ``close`` after that thread has
     ended. ``client``, ``up`` and the counters may be read from any thread.
@@ -134,7 +134,7 @@ class Connection:
         on_up: Callable[[mqtt.Client], None],
         push: Callable[[LinkEvent], None],
         throttle: Throttle,
-        on_message: Callable[[str, bytes], None] | None = None,
+        on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
     ) -> None:
         self.settings = settings
         self.client: mqtt.Client | None = None
@@ -287,7 +287,7 @@ class Connection:
 
     def _cb_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if self._on_message is not None and client is self.client:
-            self._guard("on_message", self._on_message, msg.topic, msg.payload)
+            self._guard("on_message", self._on_message, msg)
 
     def _on_socket_open(self, client: mqtt.Client, sock: Any) -> None:
         # paho never sets TCP_NODELAY; without it Nagle holds small publishes back (measured on

@@ -9,7 +9,10 @@ at QoS 0: a QoS 1 message would take one of paho's in-flight slots, and while th
 paho can send a queued message after a newer one (it sends new messages directly as slots
 free up), which would reorder the results and events of the outbox. An empty payload clears
 the broker's retained message and is kept, and re-sent, like any value. ``Subscriptions`` are
-the topic filters the sink subscribes to on every connect, with the handler of each.
+the topic filters the sink subscribes to on every connect, with the handler of each: a
+``Handler`` gets the topic and payload, a ``MessageHandler`` (online requests, which need the
+MQTT 5 properties) the whole message. A shared subscription (``$share/<group>/<filter>``)
+matches the topics of its ``<filter>``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 Handler = Callable[[str, bytes], None]
+MessageHandler = Callable[[mqtt.MQTTMessage], None]
 
 
 class Retained:
@@ -61,14 +65,20 @@ class Subscriptions:
     and ``dispatch`` from paho's thread."""
 
     def __init__(self) -> None:
-        self._filters: list[tuple[str, Handler]] = []
+        self._filters: list[tuple[str, Handler | None, MessageHandler | None]] = []
         self._lock = threading.Lock()
         self._client: mqtt.Client | None = None
 
-    def add(self, topic_filter: str, handler: Handler) -> None:
-        """Subscribe to ``topic_filter`` now if connected, and on every connect."""
+    def add(
+        self,
+        topic_filter: str,
+        handler: Handler | None = None,
+        on_message: MessageHandler | None = None,
+    ) -> None:
+        """Subscribe to ``topic_filter`` now if connected, and on every connect; its messages
+        go to ``handler`` (topic, payload) or ``on_message`` (the whole message)."""
         with self._lock:
-            self._filters = [*self._filters, (topic_filter, handler)]
+            self._filters = [*self._filters, (topic_filter, handler, on_message)]
             if self._client is not None:
                 self._client.subscribe(topic_filter, 1)
 
@@ -77,14 +87,25 @@ class Subscriptions:
         with self._lock:
             self._client = client
             if self._filters:
-                client.subscribe([(f, 1) for f, _ in self._filters])
+                client.subscribe([(f, 1) for f, _, _ in self._filters])
 
     def link_down(self) -> None:
         with self._lock:
             self._client = None
 
-    def dispatch(self, topic: str, payload: bytes) -> None:
+    def dispatch(self, msg: mqtt.MQTTMessage) -> None:
         """Hand a message to the handler of every filter it matches (paho's thread)."""
-        for topic_filter, handler in self._filters:
-            if mqtt.topic_matches_sub(topic_filter, topic):
-                handler(topic, payload)
+        topic = msg.topic
+        for topic_filter, handler, on_message in self._filters:
+            if mqtt.topic_matches_sub(_unshared(topic_filter), topic):
+                if handler is not None:
+                    handler(topic, bytes(msg.payload))
+                if on_message is not None:
+                    on_message(msg)
+
+
+def _unshared(topic_filter: str) -> str:
+    """The filter a shared subscription ``$share/<group>/<filter>`` matches topics against."""
+    if topic_filter.startswith("$share/"):
+        return topic_filter.split("/", 2)[2]
+    return topic_filter
