@@ -43,6 +43,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("infer", "run a model on image files and print one JSON result per image", "infer"),
     Command("bench", "measure a model's speed and memory here", "bench"),
     Command("info", "show runtimes, delegates, Edge TPUs and bundled models", "info"),
+    Command("models", "show a model repository's versions and their states", "models"),
     Command("run", "run the daemon: cameras → model → MQTT", "run"),
     Command("check-config", "validate a configuration file (exit 0 or 78)", "check_config"),
     Command("listen", "print results and status arriving on the broker", "listen"),
