@@ -207,3 +207,34 @@ def test_repository_without_a_valid_version_is_exit_78_with_each_reason(
     assert "has no version that can be served" in error, error
     assert "version 2: " in error and "does not match the sha256" in error, error
     assert "version 1: " in error and "truncated or corrupt" in error, error
+
+
+def test_pinning_an_older_version_by_reload_rolls_back_with_seq_continuing(
+    broker: Broker, tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    """A daemon serving version 2 that is reloaded (SIGHUP) with [model] version = 1 serves
+    version 1, its seq running on under the same boot_id; unpinning again returns to 2."""
+    repo = tmp_path / "detector"
+    repo.mkdir()
+    add_version(repo, 1)
+    add_version(repo, 2)
+    state = tmp_path / "state"
+    cams = {"a": {"fps": 20}}
+    sub = subscribe(broker)
+    d = DaemonProc(tmp_path, config_text(broker, state, cameras=cams, model=model_settings(repo)))
+    daemons.append(d)
+    assert sub.wait_until(lambda ms: len(results(sub)) >= 5, 60), d.log()
+    assert set(versions_seen(sub)) == {"2"}
+    d.rewrite(config_text(broker, state, cameras=cams, model=model_settings(repo, version=1)))
+    assert sub.wait_until(lambda ms: versions_seen(sub)[-1:] == ["1"], 20), d.log()
+    assert sub.wait_until(lambda ms: models_entry(sub, "detector").get("pinned") == 1, 5)
+    assert states(sub, "detector") == {1: "serving", 2: "available"}
+    d.rewrite(config_text(broker, state, cameras=cams, model=model_settings(repo)))
+    assert sub.wait_until(lambda ms: versions_seen(sub)[-1:] == ["2"], 20), d.log()
+    assert d.stop() == 0, d.log()
+    counts = tally(sub)
+    assert len(counts) == 1, counts
+    (t,) = counts.values()
+    assert (t.duplicates, t.out_of_order) == (0, 0), str(t)
+    assert t.gaps == 0, str(t)
+    sub.close()

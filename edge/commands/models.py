@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """0 when a version would serve, 78 (with each version's reason) when none would."""
     import json
+    import logging
     from pathlib import Path
 
     from edge.engine import Overrides
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
             "2/, ...), each a model directory, and no model file of its own."
         )
     options = runtime_options(args, args.threads)
+    # Each failed version is in the listing below: not also logged as the daemon logs it.
+    logging.getLogger("edge.modelrepo.watch").setLevel(logging.ERROR)
     engine, repo, failed = choose(str(path), options, Overrides(), args.pinned)
     if engine is not None:
         engine.close()
