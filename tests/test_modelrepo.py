@@ -173,3 +173,44 @@ def test_edge_models_lists_each_version_and_its_state(
     assert "no version that can be served (version 2: " in captured.err
     engine, _, failed = choose(str(repo), RuntimeOptions(threads=1), Overrides(), 2)
     assert engine is None and [f.number for f in failed] == [2]
+
+
+def test_models_topic_lists_a_repository_and_a_plain_model(tmp_path: Path) -> None:
+    """The models payload of a pipeline with a repository and a bundled model: the
+    repository's serving version and states, the bundled model's path and manifest version."""
+    from edge.config.loading import validate
+    from edge.modelrepo.serving import Serving
+    from edge.modelrepo.watch import Repository
+    from edge.pipeline import Pipeline
+
+    repo = tmp_path / "det"
+    add(repo, 1)
+    truncate(add(repo, 2))
+    cameras = [
+        {"name": "a", "source": "synthetic"},
+        {"name": "b", "source": "synthetic", "model": "shapes-classifier"},
+    ]
+    config = validate(
+        {"device": "d", "model": {"path": str(repo), "threads": 1}, "cameras": cameras}
+    )
+    options, post = RuntimeOptions(threads=1), Overrides()
+    serving = Serving(1.0)
+    repos: dict[str, Repository] = {}
+    pipeline = Pipeline(
+        config, [], engine_loader=lambda ref: serving.load(ref, options, post, None, None, repos)
+    )
+    serving.follow(repos, options, post, 1.0)
+    try:
+        models = serving.payload(pipeline, "boot")["models"]
+    finally:
+        serving.close()
+        for e in pipeline.engines.values():
+            e.close()
+    assert models["det"]["repository"] == str(repo) and models["det"]["serving"] == "1"
+    assert [v["state"] for v in models["det"]["versions"]] == ["serving", "failed"]
+    assert models["shapes-classifier"] == {
+        "repository": None,
+        "path": "shapes-classifier",
+        "serving": "1.0.0",
+        "versions": [],
+    }

@@ -13,6 +13,8 @@ import json
 import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from edge.runtime import RuntimeOptions
 
 TIMEOUT_S = 120.0  # a Pi Zero loads a large model with a delegate in well under this
 _TAIL_LINES = 3
+_STOP_CHECK_S = 0.2  # how often a waiting parent looks at its stop event
 
 
 def verify(
@@ -30,39 +33,51 @@ def verify(
     options: RuntimeOptions,
     overrides: Overrides,
     timeout: float = TIMEOUT_S,
+    stop: threading.Event | None = None,
 ) -> str | None:
     """Why the version in ``directory`` cannot run, found by loading it and running one
-    inference in a child process (blocks for the child's life, about a second), or None."""
+    inference in a child process (blocks for the child's life, about a second), or None.
+    ``stop`` set meanwhile kills the child (the daemon is shutting down)."""
     request = json.dumps(
         {"directory": str(directory), "options": _encode(options), "overrides": _encode(overrides)}
     )
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "edge.modelrepo.probe"],
-            input=request,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return f"loading and running it in a verification process took over {timeout:g} s"
-    if done.returncode == 0:
-        return None
-    tail = " | ".join(done.stderr.strip().splitlines()[-_TAIL_LINES:])
-    if done.returncode < 0:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "edge.modelrepo.probe"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + timeout
+    pending: str | None = request
+    while True:
         try:
-            name = signal.Signals(-done.returncode).name
+            stdout, stderr = child.communicate(pending, timeout=_STOP_CHECK_S)
+            break
+        except subprocess.TimeoutExpired:
+            pending = None  # communicate() already sent it
+            if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                child.kill()
+                child.communicate()
+                if stop is not None and stop.is_set():
+                    return "not verified: the daemon stopped meanwhile"
+                return f"loading and running it in a verification process took over {timeout:g} s"
+    if child.returncode == 0:
+        return None
+    tail = " | ".join(stderr.strip().splitlines()[-_TAIL_LINES:])
+    if child.returncode < 0:
+        try:
+            name = signal.Signals(-child.returncode).name
         except ValueError:
-            name = f"signal {-done.returncode}"
+            name = f"signal {-child.returncode}"
         return f"the runtime crashed ({name}) loading or running it in a verification process" + (
             f": {tail}" if tail else ""
         )
     try:
-        answer = json.loads(done.stdout.strip().splitlines()[-1])
+        answer = json.loads(stdout.strip().splitlines()[-1])
         return str(answer["error"])
     except (IndexError, ValueError, KeyError, TypeError):
-        return f"the verification process exited with code {done.returncode}: {tail}"
+        return f"the verification process exited with code {child.returncode}: {tail}"
 
 
 def _encode(obj: RuntimeOptions | Overrides) -> dict[str, Any]:

@@ -57,6 +57,10 @@ class _Entry:
     reason: str = ""
 
 
+def _fields(e: _Entry) -> tuple[Fingerprint, str, str]:
+    return e.fingerprint, e.state, e.reason
+
+
 class Repository:
     """One repository as the daemon follows it: each version's state and what serves.
 
@@ -76,11 +80,13 @@ class Repository:
 
     def repinned(self, pinned: int | None) -> Repository:
         """A copy following ``pinned`` (for a reload, which must change nothing until it is
-        accepted)."""
+        accepted). A version being loaded meanwhile is looked at again in the copy: the
+        outcome of that load is recorded in this one."""
         copy = Repository(self.ref, pinned)
         with self._lock:
             copy._entries = {
-                n: _Entry(e.fingerprint, e.state, e.reason) for n, e in self._entries.items()
+                n: _Entry((), WAITING) if e.state == LOADING else _Entry(*_fields(e))
+                for n, e in self._entries.items()
             }
         copy.serving, copy.serving_engine = self.serving, self.serving_engine
         return copy
@@ -98,7 +104,8 @@ class Repository:
     def forget(self, present: set[int]) -> None:
         """Drop the versions no longer in the folder (the serving one stays: it is loaded)."""
         with self._lock:
-            for n in set(self._entries) - present - {self.serving or -1}:
+            keep = present | ({self.serving} if self.serving is not None else set())
+            for n in set(self._entries) - keep:
                 del self._entries[n]
 
     def served(self, number: int, engine: Engine) -> None:
@@ -254,7 +261,7 @@ class RepositoryWatcher(threading.Thread):
     def close(self) -> None:
         self.stop_event.set()
         if self.ident is not None:
-            self.join(self.poll_s + probe.TIMEOUT_S)
+            self.join(self.poll_s + 5.0)  # a verification child is killed on stop
         for c in self.take_ready():
             c.engine.close()
 
@@ -301,7 +308,9 @@ class RepositoryWatcher(threading.Thread):
         fp = fingerprint(d)
         repo.record(number, fp, LOADING)
         log.info("model %s: verifying version %d in a child process", repo.name, number)
-        why = probe.verify(d, options, overrides)
+        why = probe.verify(d, options, overrides, stop=self.stop_event)
+        if self.stop_event.is_set():
+            return
         engine: Engine | None = None
         if why is None:
             try:
