@@ -214,3 +214,31 @@ def test_models_topic_lists_a_repository_and_a_plain_model(tmp_path: Path) -> No
         "serving": "1.0.0",
         "versions": [],
     }
+
+
+def test_edge_infer_on_a_repository_names_the_version_it_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`edge infer REPOSITORY IMAGE` runs the highest valid version and says which."""
+    repo = tmp_path / "det"
+    add(repo, 1)
+    add(repo, 2)
+    image = Path(__file__).parent / "data" / "shapes" / "scene_0.jpg"
+    assert main(["infer", str(repo), str(image), "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == {"name": "det", "version": "2"}
+    assert result["detections"], result
+
+
+def test_pinning_a_version_that_is_not_there_or_a_plain_model_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A pinned version missing from the repository, and a pin on a model that is not a
+    repository, are ModelErrors saying what to change."""
+    repo = tmp_path / "det"
+    add(repo, 1)
+    options = RuntimeOptions(threads=1)
+    with pytest.raises(ModelError, match=r"pinned version 4 is not there \(versions present: 1\)"):
+        open_model(str(repo), options, Overrides(), pinned=4)
+    with pytest.raises(ModelError, match="is not a repository of numbered versions"):
+        open_model(str(DETECTOR), options, Overrides(), pinned=1)
