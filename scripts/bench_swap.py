@@ -7,7 +7,8 @@ Per round a new version is copied in; printed, in seconds from the copy: seen = 
 that sees it, stable = its files found unchanged and checked (the child process starts), ready
 = verified in the child, loaded here and warmed up, served = the first result carrying it;
 the gap between the last result of the old version and the first of the new one, the longest
-gap within a second of the swap (loading competes for the CPU) and the median gap; frames the
+gap from the copy to half a second after the swap and when it ended (the verification and the
+loading compete for the CPU), and the median gap; frames the
 camera dropped meanwhile (inference behind) and seq gaps counted at the listener; RSS before
 the copy, while both versions are loaded, and after the old one is closed. Figures only; the
 load average is printed because the machine may be shared.
@@ -26,12 +27,14 @@ import logging
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 from edge.config.loading import validate
+from edge.daemon import SWITCH_INTERVAL_S
 from edge.engine import Overrides
 from edge.modelrepo.serving import Serving
 from edge.modelrepo.watch import Repository
@@ -67,6 +70,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the daemon runs
     source = bundled_models()[args.model]
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "repo"
@@ -90,8 +94,8 @@ def main() -> int:
             f"model {args.model}, poll {args.poll_s:g} s, camera {args.fps:g} fps, load {load:.1f}"
         )
         print(
-            "round  seen_s  stable_s  ready_s  served_s  swap_gap_ms  max_gap_ms  median_gap_ms"
-            "  dropped  seq_gaps  rss_before  rss_both  rss_after"
+            "round  seen_s  stable_s  ready_s  served_s  swap_gap_ms  max_gap_ms  max_gap_at"
+            "  median_gap_ms  dropped  seq_gaps  rss_before  rss_both  rss_after"
         )
         time.sleep(2.0)
         for n in range(2, 2 + args.rounds):
@@ -120,7 +124,12 @@ def main() -> int:
                 seqs = [s for s, _, _ in listener.seen]
             gaps = [(b - a) * 1000 for a, b in itertools.pairwise(times)]
             t_swap = t0 + served
-            near = [g for g, t in zip(gaps, times[1:], strict=False) if abs(t - t_swap) < 1.0]
+            during = [
+                (g, t - t0)
+                for g, t in zip(gaps, times[1:], strict=False)
+                if t0 <= t <= t_swap + 0.5
+            ]
+            worst, worst_at = max(during, default=(0.0, 0.0))
             seq_gaps = max(seqs) - len(set(seqs))
             dropped = pipeline.cameras["cam"].counters["dropped"] - dropped0
             with listener.lock:
@@ -128,7 +137,7 @@ def main() -> int:
                 swap_gap = (listener.seen[first][2] - listener.seen[first - 1][2]) * 1000
             print(
                 f"{n:5d}  {seen or 0:6.2f}  {stable or 0:8.2f}  {ready or 0:7.2f}  "
-                f"{served:8.2f}  {swap_gap:11.1f}  {max(near, default=0):10.1f}  "
+                f"{served:8.2f}  {swap_gap:11.1f}  {worst:10.1f}  {worst_at:9.2f}  "
                 f"{statistics.median(gaps):13.1f}  {dropped:7d}  {seq_gaps:8d}  "
                 f"{rss_before:10.1f}  {rss_both:8.1f}  {rss_after:9.1f}"
             )

@@ -10,6 +10,7 @@ and reports the version failed while the serving one carries on.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from edge.runtime import RuntimeOptions
 
 TIMEOUT_S = 120.0  # a Pi Zero loads a large model with a delegate in well under this
 _TAIL_LINES = 3
+NICE = 10  # the verification child's and the watcher thread's scheduling priority offset
 _STOP_CHECK_S = 0.2  # how often a waiting parent looks at its stop event
 
 
@@ -109,6 +111,9 @@ def main() -> int:
     from edge.errors import EdgeError
     from edge.models import load_spec
 
+    # The daemon's cameras come first: on a two-core board the verification would otherwise
+    # take CPU from the inference thread and make a live camera drop frames.
+    os.nice(NICE)
     request = json.loads(sys.stdin.read())
     try:
         spec = load_spec(Path(request["directory"]))

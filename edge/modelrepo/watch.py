@@ -17,7 +17,9 @@ thread sets what serves (:meth:`Repository.served`); anyone may read :meth:`Repo
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,6 +268,10 @@ class RepositoryWatcher(threading.Thread):
             c.engine.close()
 
     def run(self) -> None:
+        # Loading and warming up a version here must not take the CPU from the inference
+        # thread: on Linux a thread has its own nice value (setpriority on its thread id).
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), probe.NICE)
         while not self.stop_event.wait(self.poll_s):
             with self._lock:
                 repos = list(self._repos.values())
