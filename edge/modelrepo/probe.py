@@ -26,7 +26,7 @@ from edge.runtime import RuntimeOptions
 
 TIMEOUT_S = 120.0  # a Pi Zero loads a large model with a delegate in well under this
 _TAIL_LINES = 3
-NICE = 10  # the verification child's and the watcher thread's scheduling priority offset
+NICE = 10  # the verification child's scheduling priority
 _STOP_CHECK_S = 0.2  # how often a waiting parent looks at its stop event
 
 

@@ -17,9 +17,7 @@ thread sets what serves (:meth:`Repository.served`); anyone may read :meth:`Repo
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -268,10 +266,8 @@ class RepositoryWatcher(threading.Thread):
             c.engine.close()
 
     def run(self) -> None:
-        # Loading and warming up a version here must not take the CPU from the inference
-        # thread: on Linux a thread has its own nice value (setpriority on its thread id).
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), probe.NICE)
+        # Not niced like the verification child: the threads an interpreter starts (XNNPACK's
+        # pool, a failover chain's invoke thread) are created here and would inherit it.
         while not self.stop_event.wait(self.poll_s):
             with self._lock:
                 repos = list(self._repos.values())
