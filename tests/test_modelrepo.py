@@ -242,3 +242,50 @@ def test_pinning_a_version_that_is_not_there_or_a_plain_model_is_refused(
         open_model(str(repo), options, Overrides(), pinned=4)
     with pytest.raises(ModelError, match="is not a repository of numbered versions"):
         open_model(str(DETECTOR), options, Overrides(), pinned=1)
+
+
+def test_swap_mid_run_loses_no_frame_and_switches_the_version_at_one_frame(
+    tmp_path: Path,
+) -> None:
+    """Pipeline.swap on a lossless file camera while it runs: every frame gets exactly one
+    result, seq 1..n, the results before the swap name the old version and every one after it
+    the new one, and the replaced engine is handed back."""
+    from dataclasses import replace
+
+    import cv2
+    from broker import wait_for
+    from fakes.engine import controlled
+    from fakes.sink import Recorder
+
+    from edge.config import CameraSettings, Config
+    from edge.engine import Engine
+    from edge.pipeline import Pipeline
+    from edge.scene import MovingScene
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frames = [MovingScene(320, 240, count=3, seed=s).frame(0.0)[0] for s in range(12)]
+    for i, image in enumerate(frames):
+        assert cv2.imwrite(str(folder / f"{i:03d}.png"), image)
+    cam = CameraSettings(source=f"{folder}/", name="a", realtime=False)
+    old = controlled(delay_s=0.05)  # a slow model, so that the swap lands mid-run
+    new = Engine.load(replace(load_spec(DETECTOR), version="2"), RuntimeOptions(threads=1))
+    rec = Recorder()
+    p = Pipeline(Config(device="d", cameras=(cam,)), [rec], engine_loader=lambda ref: old)
+    try:
+        p.start()
+        assert wait_for(lambda: len(rec.of("a")) >= 3, 10)
+        assert p.swap("shapes-detector", new) is old
+        assert wait_for(p.finished, 15), p.stats()
+    finally:
+        p.stop()
+        old.close()
+        new.close()
+    got = rec.of("a")
+    assert [e.seq for e in got] == list(range(1, 13))
+    assert [e.frame.index for e in got] == list(range(12))
+    versions = [e.result.model_version for e in got]
+    k = versions.index("2")
+    assert 3 <= k < 12 and versions == ["1.1.0"] * k + ["2"] * (12 - k), versions
+    assert p.cameras["a"].counters["dropped"] == 0
+    assert p.stats()["models"]["shapes-detector"]["version"] == "2"
