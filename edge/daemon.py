@@ -9,6 +9,8 @@ keeps working; only when all of that succeeded is anything swapped, and only wha
 settings changed). A refused reload changes nothing; it is logged and shown on the stats and
 ``status/details`` topics. ``boot_id`` stays the same for the life of the process and every
 camera's ``seq`` continues across reloads, so subscribers see no false gap.
+A reload restarts capture, losing the frames in between; so a repository's new version
+(:mod:`edge.modelrepo`) is swapped into the running pipeline between two frames instead.
 
 Exit codes: 0 after a clean stop (SIGTERM, --duration, or every finite source ended);
 78 for configuration and model errors at start (systemd does not restart those);
@@ -32,6 +34,8 @@ from edge.drift_monitor import DriftMonitor
 from edge.engine import Engine, Overrides
 from edge.errors import EdgeError
 from edge.metrics import Endpoint
+from edge.modelrepo.serving import EngineKey, Serving, pinned_version
+from edge.modelrepo.watch import Repository
 from edge.notify import Notifier
 from edge.pipeline import Pipeline, new_boot_id
 from edge.runner import Runner
@@ -53,9 +57,6 @@ log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.0005
 
 
-_EngineKey = tuple[str, RuntimeOptions, Overrides]
-
-
 @dataclass(frozen=True, slots=True)
 class _Built:
     """A configuration made ready: opened, loaded, nothing started."""
@@ -64,9 +65,10 @@ class _Built:
     settings: MqttSettings
     pipeline: Pipeline
     publisher: Publisher
-    engines: dict[_EngineKey, Engine]
+    engines: dict[EngineKey, Engine]
     tracked: dict[str, TrackedCamera]
     online: Engine | None  # the online requests' own engine; None when [online] is off
+    repos: dict[str, Repository]
 
 
 class Daemon:
@@ -102,7 +104,8 @@ class Daemon:
         )
         self._tracks_ended: frozenset[str] = frozenset()  # paused cameras whose tracks ended
         self._birth_topics: set[str] = set()  # subscribed on the current sink
-        self._engines: dict[_EngineKey, Engine] = {}
+        self._engines: dict[EngineKey, Engine] = {}
+        self.serving = Serving(config.model.repository_poll_s)
         self._last_pipeline_stats: dict[str, Any] | None = None
         self.reloads: dict[str, Any] = {"accepted": 0, "refused": 0, "last": None}
         self._details_sent: bytes | None = None
@@ -124,9 +127,12 @@ class Daemon:
         options = RuntimeOptions.from_settings(config.model)
         post = Overrides.from_settings(config.model)
 
+        repos: dict[str, Repository] = {}
+
         def load(ref: str) -> Engine:
-            engine = self._engines.get((ref, options, post))
-            return engine if engine is not None else Engine.load(ref, options, post)
+            current = self._engines.get((ref, options, post))
+            pinned = pinned_version(config, ref)
+            return self.serving.load(ref, options, post, pinned, current, repos)
 
         checked = preflight.check(config, load=load)
         engines = {(ref, options, post): e for ref, e in checked.engines.items()}
@@ -148,7 +154,7 @@ class Daemon:
                 checked.online.close()
             raise
         tracked, online = checked.tracked, checked.online
-        return _Built(config, checked.mqtt, pipeline, publisher, engines, tracked, online)
+        return _Built(config, checked.mqtt, pipeline, publisher, engines, tracked, online, repos)
 
     def _room(self) -> bool:
         sink = self.sink
@@ -175,6 +181,9 @@ class Daemon:
         self.publisher = built.publisher
         _close_unused(self._engines, built.engines)
         self._engines = built.engines
+        m = built.config.model
+        opts, post = RuntimeOptions.from_settings(m), Overrides.from_settings(m)
+        self.serving.follow(built.repos, opts, post, m.repository_poll_s)
         if built.online is not None or self.online is not None:
             from edge.online.server import follow  # only with [online]: about 10 ms of imports
 
@@ -228,6 +237,7 @@ class Daemon:
         runner.on_shutdown("notifier", self.notifier.close)
         runner.on_shutdown("metrics", self.metrics.close)
         runner.on_shutdown("models", self._close_engines)
+        runner.on_shutdown("model repositories", self.serving.close)
         runner.on_shutdown("detection switches", self.control.save)
         runner.on_shutdown("MQTT sink", self._close_sink)
         runner.on_shutdown("tracks", self.tracks.close)  # end events, before the sink closes
@@ -270,6 +280,7 @@ class Daemon:
                 self._reload()
                 next_stats = now  # show the outcome at once
                 continue
+            self.serving.swap_ready(pipeline, self._engines)
             captured, handled, idle = pipeline.progress()
             if captured != last_captured and (handled != last_handled or idle):
                 # Liveness means frames flow through inference: a camera that stopped
@@ -331,6 +342,7 @@ class Daemon:
                 if e.interpreter.info.degraded:
                     out.append(f"model {e.name}: {e.interpreter.info.degraded}")
         out.extend(self.drift.degraded())
+        out += self.serving.degraded()
         last = self.reloads["last"]
         if last is not None and not last["ok"]:
             out.append(f"last reload refused: {last['error']}")
@@ -374,6 +386,9 @@ class Daemon:
         if payload != self._details_sent:
             self._details_sent = payload
             self.sink.set_details(payload)
+        if self.pipeline is not None and self.settings is not None:
+            topic = DeviceTopics(self.settings.base_topic).models
+            self.serving.publish(self.sink, topic, self.pipeline, self.boot_id)
 
     # -- reload ------------------------------------------------------------------------------
     def _reload(self) -> None:
@@ -456,7 +471,7 @@ class Daemon:
         self.runner.stop.set()
 
 
-def _close_unused(engines: dict[_EngineKey, Engine], kept: dict[_EngineKey, Engine]) -> None:
+def _close_unused(engines: dict[EngineKey, Engine], kept: dict[EngineKey, Engine]) -> None:
     """Close the engines of ``engines`` that ``kept`` does not hold (a reload dropped their
     model): a failover chain's invoke and re-probe threads end with them."""
     keep = {id(e) for e in kept.values()}

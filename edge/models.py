@@ -1,5 +1,5 @@
 """Finding and describing models: a ``.tflite`` (or ``.onnx``, ``.hef``) path, a model
-directory, or a bundled name.
+directory, a repository of numbered versions (:mod:`edge.modelrepo`), or a bundled name.
 
 A model directory holds one ``.tflite``, ``.onnx`` or ``.hef`` model and optionally
 ``labels.txt`` and ``manifest.json`` (task, preprocessing, postprocessing, thresholds).
@@ -161,8 +161,8 @@ def _tflite_in(d: Path) -> Path:
     cpu = [f for f in found if not f.stem.endswith("_edgetpu")]
     if not found:
         raise ModelError(
-            f"{d} holds no .tflite, .onnx or .hef model. Put the model file there or give its path "
-            "directly."
+            f"{d} holds no .tflite, .onnx or .hef model and no numbered version folders (1/, 2/, "
+            "...). Put the model file there or give its path directly."
         )
     if len(cpu) > 1:
         raise ModelError(
@@ -242,7 +242,16 @@ def _network_facts(
 
 
 def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
-    """Resolve ``ref`` and gather its labels, manifest and embedded metadata (no interpreter)."""
+    """Resolve ``ref`` and gather its labels, manifest and embedded metadata (no interpreter).
+
+    A repository of numbered versions gives its highest version that passes the checks that
+    need no runtime (the daemon also verifies it in a child process: :mod:`edge.modelrepo`)."""
+    if Path(ref).is_dir():
+        # edge.modelrepo.scan imports this module: imported here, not at the top.
+        from edge.modelrepo import scan
+
+        if scan.is_repository(Path(ref)):
+            return scan.newest_spec(Path(ref))
     path, directory = resolve(ref)
     manifest = (_read_manifest(directory) if directory else None) or {}
     where = str(directory / MANIFEST) if directory else str(path)
@@ -258,6 +267,7 @@ def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
         "postprocess",
         "metrics",
         "baseline",
+        "sha256",
     }
     problems = [f"unknown key {k!r}" for k in sorted(set(manifest) - known)]
     pre = _dataclass_from(PreprocessConfig, manifest.get("preprocess"), "preprocess", problems)

@@ -89,6 +89,7 @@ class Pipeline:
         self.cameras: dict[str, CameraState] = {}
         self.workers: list[InferenceWorker] = []
         self.engines: dict[str, Engine] = {}
+        self._worker_of: dict[str, InferenceWorker] = {}
         fan_out = FanOut(listeners)
         for ref, cams in groups.items():
             engine = load(ref)
@@ -101,6 +102,7 @@ class Pipeline:
                 engine, states, slots, results, config.budget.latency_ms, self._stop
             )
             self.workers.append(worker)
+            self._worker_of[ref] = worker
             pre = engine.preprocessor
             for cam in cams:
                 state = states[cam.name]
@@ -182,6 +184,23 @@ class Pipeline:
     def last_seq(self) -> dict[str, int]:
         """Camera name -> the seq of its last result."""
         return {name: cam.seq for name, cam in self.cameras.items()}
+
+    def swap(self, ref: str, engine: Engine, timeout: float = 5.0) -> Engine | None:
+        """Run ``engine`` instead of model ``ref``'s from the next frame on, without stopping
+        anything: the inference thread takes it between two invokes, so no frame is lost and
+        ``seq`` runs on. ``engine`` must take the same input as the one it replaces (the
+        capture threads keep preprocessing for it). Returns the replaced engine (the caller
+        closes it), or None when the inference thread did not take it within ``timeout``
+        (an invoke hung); the caller still owns ``engine`` then."""
+        worker = self._worker_of[ref]
+        if worker.is_alive():
+            worker.offer(engine)
+            if not worker.wait_adopted(timeout):
+                return None
+        old = self.engines[ref]
+        worker.engine = engine
+        self.engines[ref] = engine
+        return old
 
     def start(self) -> None:
         for w in self.workers:

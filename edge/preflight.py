@@ -21,6 +21,8 @@ from edge.config import Config
 from edge.engine import Engine, Overrides
 from edge.errors import ConfigError, EdgeError, InputError
 from edge.homeassistant import discovery_messages
+from edge.modelrepo.serving import pinned_version
+from edge.modelrepo.watch import open_model
 from edge.runtime import RuntimeOptions
 from edge.sinks.discovery import device_spec
 from edge.sinks.mqtt_settings import MqttSettings, check_files
@@ -44,8 +46,9 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
     """Open what ``config`` names; raises the error ``edge run`` would meet first (ConfigError
     or ModelError: exit 78; InputError: exit 66), with every problem of the same kind listed.
 
-    load: how to get an engine for a model reference (the daemon's reload passes one that
-    reuses unchanged engines); default ``Engine.load``."""
+    load: how to get an engine for a model reference (the daemon passes one that reuses
+    unchanged engines and follows repositories); default: as the daemon loads at start (a
+    repository's version verified in a child process first)."""
     problems: list[str] = []
     absent: list[str] = []  # file sources that do not exist: InputError, exit 66
     settings: MqttSettings | None = None
@@ -75,7 +78,7 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
         RuntimeOptions.from_settings(config.model),
         Overrides.from_settings(config.model),
     )
-    loader = load or (lambda ref: Engine.load(ref, options, post))
+    loader = load or (lambda ref: open_model(ref, options, post, pinned_version(config, ref))[0])
     for cam in config.cameras:
         ref = config.camera_model(cam)
         if ref in engines:

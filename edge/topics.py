@@ -24,6 +24,12 @@ class DeviceTopics:
         """Retained stats JSON, every ``stats_interval``."""
         return f"{self.base}/stats"
 
+    @property
+    def models(self) -> str:
+        """Retained JSON: per model, the serving version and every version's state (loading,
+        serving, failed with its reason; :mod:`edge.modelrepo`)."""
+        return f"{self.base}/models"
+
     def result(self, camera: str) -> str:
         """One JSON result per inference (``edge/schema/result.schema.json``)."""
         return f"{self.base}/{camera}/result"

@@ -96,10 +96,35 @@ class InferenceWorker(threading.Thread):
         self.latency_ms = latency_ms
         self.stop_event = stop
         self.handled = 0  # jobs taken (inferred or skipped): half of the watchdog's heartbeat
+        self._offer_lock = threading.Lock()
+        self._offered: Engine | None = None
+        self._adopted = threading.Event()
+
+    def offer(self, engine: Engine) -> None:
+        """Have the thread run ``engine`` from its next frame on (any thread): it takes it
+        between two invokes, never during one; :meth:`wait_adopted` says when."""
+        with self._offer_lock:
+            self._adopted.clear()
+            self._offered = engine
+
+    def wait_adopted(self, timeout: float) -> bool:
+        """Wait for the offered engine to be taken; if it was not, withdraw it (False)."""
+        if self._adopted.wait(timeout):
+            return True
+        with self._offer_lock:
+            self._offered = None
+            return self._adopted.is_set()
+
+    def _adopt(self) -> None:
+        with self._offer_lock:
+            if self._offered is not None:
+                self.engine, self._offered = self._offered, None
+                self._adopted.set()
 
     def run(self) -> None:
         try:
             while not self.stop_event.is_set():
+                self._adopt()
                 job = self.slots.take(timeout=0.25)
                 if job is None:
                     continue
@@ -123,20 +148,23 @@ class InferenceWorker(threading.Thread):
         if self.latency_ms and waited_ms > self.latency_ms:
             cam.counters.add("skipped_latency")
             return
+        engine = self.engine
         sensor = job.frame.sensor
         if sensor is not None:
             # The camera ran the network: its outputs go to decoding as an invoke's would.
             raw = Invocation.from_sensor(sensor)
         else:
-            raw = self.engine.run_prepared(job.tensor)
-        self.results.put(job, raw, waited_ms)
+            raw = engine.run_prepared(job.tensor)
+        self.results.put(job, raw, waited_ms, engine)
 
 
 class ResultWorker(threading.Thread):
     """Turns one inference thread's outputs into results, in order: decodes them, numbers them
     per camera (``seq``), keeps the latency windows and hands each, as a ResultEvent, to the
     listener (a FanOut of the pipeline's listeners). A short queue separates it from
-    inference; when it is full, inference waits rather than lose a result."""
+    inference; when it is full, inference waits rather than lose a result. Each output is
+    decoded by the engine that produced it, so a model swapped in mid-queue
+    (:meth:`InferenceWorker.offer`) changes results from its first frame exactly."""
 
     QUEUE = 4
 
@@ -154,10 +182,12 @@ class ResultWorker(threading.Thread):
         self.listener = listener
         self.device = device
         self.boot_id = boot_id
-        self._queue: queue.Queue[tuple[Job, Invocation, float] | None] = queue.Queue(self.QUEUE)
+        self._queue: queue.Queue[tuple[Job, Invocation, float, Engine] | None] = queue.Queue(
+            self.QUEUE
+        )
 
-    def put(self, job: Job, raw: Invocation, waited_ms: float) -> None:
-        self._queue.put((job, raw, waited_ms))
+    def put(self, job: Job, raw: Invocation, waited_ms: float, engine: Engine) -> None:
+        self._queue.put((job, raw, waited_ms, engine))
 
     def close(self) -> None:
         """No more results: the thread ends once it has handled those already queued."""
@@ -173,19 +203,19 @@ class ResultWorker(threading.Thread):
             try:
                 if item is None:
                     return
-                job, raw, waited_ms = item
+                job, raw, waited_ms, engine = item
                 try:
-                    self._handle(job, raw, waited_ms)
+                    self._handle(job, raw, waited_ms, engine)
                 except Exception:
                     log.exception("decoding a result from %s failed", job.frame.source)
                     self.cameras[job.frame.source].counters.add("errors")
             finally:
                 self._queue.task_done()
 
-    def _handle(self, job: Job, raw: Invocation, waited_ms: float) -> None:
+    def _handle(self, job: Job, raw: Invocation, waited_ms: float, engine: Engine) -> None:
         frame = job.frame
         cam = self.cameras[frame.source]
-        result = self.engine.decode(
+        result = engine.decode(
             raw, job.transform, frame.image.shape, job.preprocess_ms, cam.name, frame.index
         )
         cam.seq += 1

@@ -43,6 +43,7 @@ VALID = {
     "infer": ["shapes-detector", IMAGE],
     "bench": ["shapes-detector"],
     "info": [],
+    "models": ["repo"],
     "run": ["--source", "synthetic"],
     "check-config": ["x.toml"],
     "listen": [],

@@ -47,6 +47,7 @@ COMMANDS: tuple[Command, ...] = (
         "show runtimes, accelerators (found, versions, devices, what is used) and bundled models",
         "info",
     ),
+    Command("models", "show a model repository's versions and their states", "models"),
     Command("run", "run the daemon: cameras → model → MQTT", "run"),
     Command("check-config", "validate a configuration file (exit 0 or 78)", "check_config"),
     Command("listen", "print results and status arriving on the broker", "listen"),

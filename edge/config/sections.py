@@ -97,7 +97,22 @@ class ModelSettings:
     """[model]: the default model and how to run it."""
 
     path: str = key(
-        "shapes-detector", "A .tflite or .onnx file, a model directory, or a bundled model name."
+        "shapes-detector",
+        "A .tflite, .onnx or .hef file, a model directory, a bundled model name, or a "
+        "repository: a folder of numbered versions (1/, 2/, ...), served at its highest valid "
+        "version and swapped without a lost frame when a newer one arrives.",
+    )
+    version: int | None = key(
+        None,
+        "Repository only: serve this version and no other; unset = the highest valid one.",
+        min=0,
+    )
+    repository_poll_s: float = key(
+        2.0,
+        "Repository only: how often its folder is looked at for new versions (a version is "
+        "taken up once its files are unchanged across two looks).",
+        min=0.1,
+        max=3600.0,
     )
     task: Task | None = key(
         None,

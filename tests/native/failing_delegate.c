@@ -15,7 +15,10 @@
  *   stall   block (polling the file every millisecond) until it says something else, then
  *           carry on as that says; a stall gives up after STALL_LIMIT_S so that a forgotten
  *           one cannot keep a test process alive for ever;
- *   refuse  like fail, and also refuse to prepare the graph, so loading fails.
+ *   refuse  like fail, and also refuse to prepare the graph, so loading fails;
+ *   abort   call abort() when preparing a graph, so the process loading a model dies of
+ *           SIGABRT in native code (a runtime that crashes on a model); kernels of graphs
+ *           prepared before keep computing normally.
  * Options: control (the file), claim ("all" the default, or "none": claim nothing, the delegate
  * then never runs).
  *
@@ -143,7 +146,7 @@ typedef struct Delegate {
 
 /* ---- the delegate ---- */
 
-typedef enum { kModeOk, kModeFail, kModeStall, kModeRefuse } Mode;
+typedef enum { kModeOk, kModeFail, kModeStall, kModeRefuse, kModeAbort } Mode;
 
 typedef struct Settings {
   char control[4096];
@@ -176,6 +179,7 @@ static Mode read_mode(const Settings* s) {
   if (!strcmp(text, "fail")) return kModeFail;
   if (!strcmp(text, "stall")) return kModeStall;
   if (!strcmp(text, "refuse")) return kModeRefuse;
+  if (!strcmp(text, "abort")) return kModeAbort;
   return kModeOk;
 }
 
@@ -286,7 +290,12 @@ static Status kernel_invoke(Context* context, Node* node) {
 
 static Status delegate_prepare(Context* context, Delegate* delegate) {
   const Settings* s = delegate->data_;
-  if (read_mode(s) == kModeRefuse) {
+  Mode mode = read_mode(s);
+  if (mode == kModeAbort) {
+    fprintf(stderr, "failing_delegate: aborting on command (%s)\n", s->control);
+    abort();
+  }
+  if (mode == kModeRefuse) {
     context->ReportError(context, "failing_delegate: refusing the graph on command (%s)",
                          s->control);
     return kError;
