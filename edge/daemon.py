@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edge import daemon_report as report
 from edge import preflight
 from edge.config import Config
 from edge.control import DetectControl
@@ -39,7 +40,7 @@ from edge.modelrepo.watch import Repository
 from edge.notify import Notifier
 from edge.pipeline import Pipeline, new_boot_id
 from edge.runner import Runner
-from edge.runtime import RuntimeOptions, failover
+from edge.runtime import RuntimeOptions
 from edge.sinks.current import CurrentSink
 from edge.sinks.discovery import Discovery, device_spec
 from edge.sinks.mqtt import MqttSink
@@ -179,7 +180,7 @@ class Daemon:
         pipeline.start()
         self.pipeline = pipeline
         self.publisher = built.publisher
-        _close_unused(self._engines, built.engines)
+        report.close_unused(self._engines.values(), built.engines.values(), log)
         self._engines = built.engines
         m = built.config.model
         opts, post = RuntimeOptions.from_settings(m), Overrides.from_settings(m)
@@ -193,7 +194,7 @@ class Daemon:
                 self.runner.on_shutdown("online requests", self.online.close)
 
     def _close_engines(self) -> None:
-        _close_unused(self._engines, {})
+        report.close_unused(self._engines.values(), (), log)
         self._engines = {}
 
     def _configure_outputs(self, built: _Built) -> None:
@@ -336,53 +337,30 @@ class Daemon:
         out = list(self.sink.degraded()) if self.sink is not None else []
         pipeline = self.pipeline
         if pipeline is not None:
-            if pipeline.memory_over_budget:
-                out.append(f"RSS over the memory budget of {self.config.budget.memory_mb:g} MiB")
-            for e in pipeline.engines.values():
-                if e.interpreter.info.degraded:
-                    out.append(f"model {e.name}: {e.interpreter.info.degraded}")
-        out.extend(self.drift.degraded())
+            budget = self.config.budget.memory_mb
+            out += report.pipeline_degraded(
+                pipeline.engines.values(), pipeline.memory_over_budget, budget
+            )
+        out += self.drift.degraded()
         out += self.serving.degraded()
-        last = self.reloads["last"]
-        if last is not None and not last["ok"]:
-            out.append(f"last reload refused: {last['error']}")
-        return out
+        return out + report.reload_degraded(self.reloads["last"])
 
     def _final_stats(self) -> bytes:
-        stats = self.stats()
-        stats["final"] = True
-        return json.dumps(stats, separators=(",", ":")).encode()
+        return json.dumps({**self.stats(), "final": True}, separators=(",", ":")).encode()
 
     def _publish_stats(self) -> None:
         assert self.sink is not None
         stats = self.stats()
         self.sink.publish_stats(json.dumps(stats, separators=(",", ":")).encode())
-        cams = stats.get("cameras", {})
-        fps = sum(c["fps_out"] for c in cams.values())
-        self.notifier.status(
-            f"{fps:.1f} results/s, {sum(c['inferred'] for c in cams.values())} inferred, "
-            f"{stats['mqtt'].get('pending_disk', 0)} spooled, RSS {stats.get('rss_mb')} MiB"
-            + (" OVER BUDGET" if stats.get("memory_over_budget") else "")
-            + (f", DEGRADED: {'; '.join(stats['degraded'])}" if stats["degraded"] else "")
-        )
+        self.notifier.status(report.status_line(stats))
 
     def _publish_details(self) -> None:
         """The retained ``status/details`` topic, whenever what it says changes."""
         if self.sink is None:
             return
-        details: dict[str, Any] = {
-            "boot_id": self.boot_id,
-            "degraded": self.degraded(),
-            "last_reload": self.reloads["last"],
-        }
-        chains = {
-            e.name: entry
-            for e in (self.pipeline.engines.values() if self.pipeline is not None else ())
-            if (entry := failover.details_entry(e.interpreter)) is not None
-        }
-        if chains:
-            details["failover"] = chains
-        payload = json.dumps(details, separators=(",", ":")).encode()
+        engines = self.pipeline.engines.values() if self.pipeline is not None else ()
+        last = self.reloads["last"]
+        payload = report.details_payload(self.boot_id, self.degraded(), last, engines)
         if payload != self._details_sent:
             self._details_sent = payload
             self.sink.set_details(payload)
@@ -405,7 +383,7 @@ class Daemon:
             self.metrics.follow(built.config.metrics)
         except EdgeError as exc:
             built.publisher.close()
-            _close_unused(built.engines, self._engines)
+            report.close_unused(built.engines.values(), self._engines.values(), log)
             self._refused(exc)
             return
         # Everything is ready: from here on only swaps.
@@ -429,7 +407,7 @@ class Daemon:
                 self._start_sink(old, old_settings)
                 built.publisher.close()
                 restored = self._build(old)
-                _close_unused(built.engines, restored.engines)
+                report.close_unused(built.engines.values(), restored.engines.values(), log)
                 self._start_pipeline(restored, seqs)
                 self._refused(exc)
                 return
@@ -469,15 +447,3 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.runner.stop.set()
-
-
-def _close_unused(engines: dict[EngineKey, Engine], kept: dict[EngineKey, Engine]) -> None:
-    """Close the engines of ``engines`` that ``kept`` does not hold (a reload dropped their
-    model): a failover chain's invoke and re-probe threads end with them."""
-    keep = {id(e) for e in kept.values()}
-    for engine in engines.values():
-        if id(engine) not in keep:
-            try:
-                engine.close()
-            except Exception:
-                log.exception("closing the model %s failed", engine.name)

@@ -12,6 +12,7 @@ from edge.config.fields import Points, Setting, computed, key, settings
 from edge.config.homeassistant import HomeAssistantSettings
 from edge.config.loading import load, merge, read_toml, validate
 from edge.config.metrics import DriftSettings, MetricsSettings
+from edge.config.mqtt import MqttConfig
 from edge.config.names import topic_name_problem
 from edge.config.online import OnlineSettings
 from edge.config.reference import reference
@@ -22,7 +23,6 @@ from edge.config.sections import (
     CameraSettings,
     Config,
     ModelSettings,
-    MqttConfig,
     default_device,
 )
 from edge.config.tracking import TrackingSettings, ZoneSettings, points_problems

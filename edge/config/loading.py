@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.config.fields import check_value, settings
-from edge.config.sections import SECTIONS, CameraSettings, Config, MqttConfig
+from edge.config.mqtt import MqttConfig
+from edge.config.sections import SECTIONS, CameraSettings, Config
 from edge.config.tracking import ZoneSettings
 from edge.errors import ConfigError
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from edge.config.fields import settings
 from edge.config.homeassistant import HomeAssistantSettings
 from edge.config.metrics import DriftSettings, MetricsSettings
+from edge.config.mqtt import MqttConfig
 from edge.config.online import OnlineSettings
-from edge.config.sections import BudgetSettings, CameraSettings, Config, ModelSettings, MqttConfig
+from edge.config.sections import BudgetSettings, CameraSettings, Config, ModelSettings
 from edge.config.tracking import TrackingSettings, ZoneSettings
 
 
