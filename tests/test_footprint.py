@@ -66,7 +66,8 @@ def test_help_lists_every_command_without_importing_them() -> None:
 
 def test_frames_resized_to_the_model_need_no_opencv(broker: Broker, tmp_path: Path) -> None:
     """A 640×480 source is resized to the detector's input without loading OpenCV: the running
-    daemon maps no OpenCV library, and its results still find the shapes."""
+    daemon maps no OpenCV library (nor numpy.random, which the synthetic camera's scene does
+    without), and its results still find the shapes."""
     sub = Subscriber(broker, "edge/lean/#")
     cfg = tmp_path / "config.toml"
     cfg.write_text(
@@ -92,6 +93,7 @@ def test_frames_resized_to_the_model_need_no_opencv(broker: Broker, tmp_path: Pa
     assert got, err
     assert proc.returncode == 0, err
     assert "cv2" not in maps and "opencv" not in maps
+    assert "numpy/random" not in maps
     results = [json.loads(p) for p in sub.payloads("/result")]
     found = [r for r in results if r["detections"]]
     assert len(found) >= 0.9 * len(results)
