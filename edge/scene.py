@@ -3,12 +3,21 @@
 One drawing code serves three users so they can never drift apart: the scripts that train the
 bundled classifier and detector, the ``synthetic`` frame source, and the sample clip. Coordinates
 are pixels of the image being drawn; ``Shape.box()`` is x0, y0, x1, y1 in pixels (exclusive end).
+
+The layout and noise are drawn from any :class:`Draws`: the scripts and tests pass numpy's
+``Generator``; :class:`MovingScene` (the synthetic camera) uses :class:`SceneRandom`, so a daemon
+on the synthetic source never imports ``numpy.random`` (its nine extension modules and the
+``secrets``/``hmac`` it pulls in cost the daemon 1.8 MiB of resident memory, which a real camera
+does not).
 """
 
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,6 +32,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 CLASSIFIER_LABELS = tuple(f"{c} {s}" for s in SHAPES for c in COLOURS)
+
+# Noise values drawn per band of a background: its float64 temporaries stay under glibc's
+# 128 KiB mmap threshold, so they reuse one small piece of the heap.
+_BAND_VALUES = 12_288
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +125,56 @@ def _polygon_distance(pts: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.nda
     return dist
 
 
-def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    """A dim grey gradient with sensor-like noise, different for every call."""
+class Draws(Protocol):
+    """The random draws a scene is made of; numpy's ``Generator`` and :class:`SceneRandom` fit."""
+
+    def uniform(self, low: float, high: float, /) -> float: ...
+
+    def choice(self, seq: Sequence[str], /) -> Any: ...
+
+    def normal(self, loc: float, scale: float, size: tuple[int, ...], /) -> Any: ...
+
+
+class SceneRandom(random.Random):
+    """The standard library's Mersenne Twister plus the one array draw a scene needs, so that
+    drawing a scene needs no ``numpy.random``. Deterministic in its seed."""
+
+    def normal(self, loc: float, scale: float, size: tuple[int, ...], /) -> np.ndarray:
+        """Normally distributed float32 samples of shape ``size`` (Box–Muller on 24-bit
+        uniforms in (0, 1), so the logarithm never sees 0)."""
+        n = math.prod(size)
+        pairs = (n + 1) // 2
+        bits = np.frombuffer(self.randbytes(8 * pairs), dtype=np.uint32) >> 8
+        u = (bits.astype(np.float32) + np.float32(0.5)) * np.float32(2.0**-24)
+        radius = np.sqrt(np.float32(-2.0) * np.log(u[:pairs]))
+        angle = np.float32(2 * math.pi) * u[pairs:]
+        z = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:n]
+        out: np.ndarray = (z * np.float32(scale) + np.float32(loc)).reshape(size)
+        return out
+
+
+def background(rng: Draws, width: int, height: int) -> np.ndarray:
+    """A dim grey gradient with sensor-like noise, different for every call.
+
+    Drawn a band of rows at a time, in the order one whole-image draw would take the values (so
+    a numpy ``Generator`` gives the same image either way): the temporaries of a whole 640×480
+    image (about 10 MB of floats) would stay in the drawing thread's malloc arena after they are
+    freed, resident for the life of the process."""
     base = rng.uniform(60, 140)
     gx = np.linspace(0, rng.uniform(-40, 40), width, dtype=np.float32)
     gy = np.linspace(0, rng.uniform(-40, 40), height, dtype=np.float32)
-    plane = base + gy[:, None] + gx[None, :]
-    img = np.repeat(plane[:, :, None], 3, axis=2)
-    img += np.asarray(rng.normal(0, 6, size=img.shape), dtype=np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    img = np.empty((height, width, 3), np.uint8)
+    rows = max(1, _BAND_VALUES // (3 * width))
+    for y in range(0, height, rows):
+        plane = base + gy[y : y + rows, None] + gx[None, :]
+        band = np.repeat(plane[:, :, None], 3, axis=2)
+        band += np.asarray(rng.normal(0, 6, band.shape), dtype=np.float32)
+        img[y : y + rows] = np.clip(band, 0, 255)
+    return img
 
 
 def random_shapes(
-    rng: np.random.Generator,
+    rng: Draws,
     width: int,
     height: int,
     count: int,
@@ -176,7 +226,13 @@ def render(shapes: list[Shape], canvas: np.ndarray) -> np.ndarray:
 
 
 class MovingScene:
-    """Shapes drifting and bouncing off the edges; ``frame(t)`` is deterministic in (seed, t)."""
+    """Shapes drifting and bouncing off the edges; ``frame(t)`` is deterministic in (seed, t).
+
+    draws: what the layout and the background noise are drawn with, made from ``seed``. The
+    default keeps ``numpy.random`` out of the process; the sample clip and the benchmark model's
+    calibration scenes were made with ``numpy.random.default_rng``, and their scripts pass it so
+    that they still rebuild the same files.
+    """
 
     def __init__(
         self,
@@ -188,10 +244,11 @@ class MovingScene:
         min_size: float | None = None,
         max_size: float | None = None,
         speed: float | None = None,
+        draws: Callable[[int], Draws] = SceneRandom,
     ) -> None:
         self.width = width
         self.height = height
-        rng = np.random.default_rng(seed)
+        rng = draws(seed)
         short = min(width, height)
         self._canvas = background(rng, width, height)
         self._shapes = random_shapes(

@@ -50,7 +50,13 @@ def calibration_images(seed: int, n: int) -> list[np.ndarray]:
         if i % 2:
             out.append(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
         else:
-            scene = MovingScene(640, 480, count=int(rng.integers(1, 6)), seed=seed * 1000 + i)
+            scene = MovingScene(
+                640,
+                480,
+                count=int(rng.integers(1, 6)),
+                seed=seed * 1000 + i,
+                draws=np.random.default_rng,  # as when the bundled model was made
+            )
             out.append(scene.frame(float(rng.uniform(0, 10)))[0])
     return out
 

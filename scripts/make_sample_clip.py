@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from edge.scene import MovingScene
 
@@ -34,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=480)
     args = parser.parse_args(argv)
 
-    scene = MovingScene(args.width, args.height, count=args.count, seed=args.seed)
+    # numpy's generator: the clip and its truth were made with it (see MovingScene's draws).
+    scene = MovingScene(
+        args.width, args.height, count=args.count, seed=args.seed, draws=np.random.default_rng
+    )
     frames = round(args.seconds * args.fps)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(

@@ -1,4 +1,5 @@
-"""What the daemon loads: no OpenCV to resize frames, no other command's modules."""
+"""What the daemon loads (no OpenCV to resize frames, no other command's modules) and how it
+allocates (one malloc arena)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def test_help_lists_every_command_without_importing_them() -> None:
 
 def test_frames_resized_to_the_model_need_no_opencv(broker: Broker, tmp_path: Path) -> None:
     """A 640×480 source is resized to the detector's input without loading OpenCV: the running
-    daemon maps no OpenCV library, and its results still find the shapes."""
+    daemon maps no OpenCV library (nor numpy.random, which the synthetic camera's scene does
+    without), and its results still find the shapes."""
     sub = Subscriber(broker, "edge/lean/#")
     cfg = tmp_path / "config.toml"
     cfg.write_text(
@@ -92,8 +94,56 @@ def test_frames_resized_to_the_model_need_no_opencv(broker: Broker, tmp_path: Pa
     assert got, err
     assert proc.returncode == 0, err
     assert "cv2" not in maps and "opencv" not in maps
+    assert "numpy/random" not in maps
     results = [json.loads(p) for p in sub.payloads("/result")]
     found = [r for r in results if r["detections"]]
     assert len(found) >= 0.9 * len(results)
     labels = {d["label"] for r in found for d in r["detections"]}
     assert {"circle", "square", "triangle"} & labels
+
+
+ARENAS = """
+import ctypes, sys, threading
+from edge.system import one_malloc_arena
+one = sys.argv[1] == "one" and one_malloc_arena()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+held, ready, done = [], threading.Barrier(5), threading.Event()
+def work():
+    held.extend(libc.malloc(1000) for _ in range(100))
+    ready.wait()
+    done.wait()
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+ready.wait()
+spans = [[int(a, 16) for a in ln.split()[0].split("-")] + [ln.split()[1]]
+         for ln in open("/proc/self/maps").read().splitlines()]
+done.set()
+for t in threads:
+    t.join()
+# A thread arena is a 64 MiB reservation, mostly inaccessible until the arena grows into it.
+print(one, sum(1 for a, b, perms in spans if perms == "---p" and b - a > 32 << 20))
+"""
+
+
+def test_threads_started_after_one_malloc_arena_make_no_arena_of_their_own() -> None:
+    """Threads that allocate each reserve a glibc arena (64 MiB of address space) by default;
+    after one_malloc_arena(), as `edge run` calls it, they reserve none."""
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+
+    def arenas(mode: str) -> tuple[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", ARENAS, mode],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=60,
+        ).stdout.split()
+        return out[0], int(out[1])
+
+    default, one = arenas("default"), arenas("one")
+    assert default[0] == "False" and default[1] >= 1
+    assert one == ("True", 0)

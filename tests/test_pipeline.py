@@ -323,7 +323,7 @@ def test_background_only_frames_give_results_without_detections(
     """A frame with nothing in it still yields a result (with no detections), so consumers see
     the camera is alive."""
     empty = background(np.random.default_rng(0), 320, 240)
-    cfg = config(camera("cam", write_frames(tmp_path / "cam", [empty, scene(4)])))
+    cfg = config(camera("cam", write_frames(tmp_path / "cam", [empty, scene(3)])))
     rec = Recorder()
     run_to_end(pipelines, cfg, engine, [rec])
     assert len(rec.calls) == 2

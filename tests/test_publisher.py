@@ -54,7 +54,7 @@ class Scenes:
         engine = Engine.load("shapes-detector")
         self.frames: dict[str, np.ndarray] = {
             "two": MovingScene(320, 240, count=3, seed=0).frame(0.0)[0],
-            "three": MovingScene(320, 240, count=3, seed=4).frame(0.0)[0],
+            "three": MovingScene(320, 240, count=3, seed=3).frame(0.0)[0],
             "none": background(np.random.default_rng(0), 320, 240),
         }
         self.results = {k: engine.infer(img) for k, img in self.frames.items()}

@@ -19,7 +19,7 @@ from rpk_files import write_rpk
 from edge.decode import header_size
 from edge.errors import ConfigError, InputError, SourceError
 from edge.frame import Frame
-from edge.scene import MovingScene
+from edge.scene import MovingScene, SceneRandom, background
 from edge.sources import REGISTRY, Source, SourceSpec, open_source, parse_source
 from edge.sources.base import Pacer
 from edge.sources.images import ImagesSource
@@ -536,6 +536,33 @@ def test_synthetic_paces_to_fps_and_runs_unpaced_without() -> None:
     start = time.monotonic()
     read_n(fast, 50)
     assert time.monotonic() - start < 10 / 50
+
+
+def test_background_drawn_in_bands_is_the_whole_image_draw() -> None:
+    """With numpy's Generator, background() gives the image one whole-image draw gives (as the
+    training images of the bundled models were drawn) and leaves the generator in the same
+    state."""
+    for seed, (w, h) in enumerate([(640, 480), (1920, 1080), (7, 5)]):
+        rng, ref = np.random.default_rng(seed), np.random.default_rng(seed)
+        base = ref.uniform(60, 140)
+        gx = np.linspace(0, ref.uniform(-40, 40), w, dtype=np.float32)
+        gy = np.linspace(0, ref.uniform(-40, 40), h, dtype=np.float32)
+        img = np.repeat((base + gy[:, None] + gx[None, :])[:, :, None], 3, axis=2)
+        img += np.asarray(ref.normal(0, 6, size=img.shape), dtype=np.float32)
+        assert np.array_equal(background(rng, w, h), np.clip(img, 0, 255).astype(np.uint8))
+        assert rng.uniform() == ref.uniform()
+
+
+def test_scene_noise_is_normal_and_repeats_with_its_seed() -> None:
+    """SceneRandom's noise (the synthetic camera's, without numpy.random) has the asked mean
+    and spread, 68 % of it within one sigma, any shape, and the same values for the same seed."""
+    a = SceneRandom(1).normal(3.0, 6.0, (480, 640, 3))
+    assert a.shape == (480, 640, 3) and a.dtype == np.float32
+    assert abs(float(a.mean()) - 3.0) < 0.05 and abs(float(a.std()) - 6.0) < 0.05
+    assert abs(float(np.mean(np.abs(a - 3.0) < 6.0)) - 0.6827) < 0.005
+    assert np.array_equal(a, SceneRandom(1).normal(3.0, 6.0, (480, 640, 3)))
+    assert not np.array_equal(a, SceneRandom(2).normal(3.0, 6.0, (480, 640, 3)))
+    assert SceneRandom(0).normal(0.0, 1.0, (5, 7, 3)).shape == (5, 7, 3)  # an odd count
 
 
 def test_close_from_another_thread_interrupts_a_paced_read() -> None:

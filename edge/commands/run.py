@@ -30,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
     """The daemon's exit code: 0 after a clean stop, 78 for a configuration or model error."""
     from edge import config as cfg
     from edge.daemon import Daemon
+    from edge.system import one_malloc_arena
+
+    one_malloc_arena()  # before the daemon starts any thread
 
     require_source(args)
     overrides = pipeline_overrides(args)

@@ -1,8 +1,10 @@
 """A camera-free source of moving coloured shapes, for demos, tests and benchmarks.
 
-Frames come from :class:`edge.scene.MovingScene`, so they are the same pictures the bundled models
-were trained on. Frame ``n`` shows the scene at ``n / fps`` seconds (30 fps when unpaced), which
-makes the content deterministic in (seed, frame number) whatever the machine's speed.
+Frames come from :class:`edge.scene.MovingScene`, the drawing code of the bundled models' training
+pictures (its layout and noise drawn without ``numpy.random``, which a daemon would otherwise load
+for this stand-in alone). Frame ``n`` shows the scene at ``n / fps`` seconds (30 fps when
+unpaced), which makes the content deterministic in (seed, frame number) whatever the machine's
+speed.
 """
 
 from __future__ import annotations
