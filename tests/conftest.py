@@ -6,9 +6,11 @@ tests/hailo_files.py)."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import IO, Protocol
 
 import pytest
 from broker import Broker
@@ -88,3 +90,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "hardware" in item.keywords:
             item.add_marker(skip)
+
+
+class _Process(Protocol):
+    """What the daemon fixtures reap: faultkit.DaemonProc and test_daemon.Daemon."""
+
+    proc: subprocess.Popen[bytes]
+    _log: IO[bytes]
+
+    def wait(self, timeout: float = ...) -> int: ...
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[_Process]]:
+    """The daemon processes a test starts (append them): any still running at the end is
+    killed, and each is reaped with its log file closed."""
+    made: list[_Process] = []
+    yield made
+    for d in made:
+        if d.proc.poll() is None:
+            d.proc.kill()
+        if not d._log.closed:
+            d.wait(10)

@@ -127,16 +127,6 @@ def notifications(tmp_path: Path) -> Iterator[Notifications]:
     n.close()
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    made: list[Daemon] = []
-    yield made
-    for d in made:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.wait()
-
-
 def config(broker: Broker, tmp: Path, source: str, **camera: Any) -> str:
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in camera.items())
     return (

@@ -9,27 +9,15 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from broker import Broker, Subscriber
 from test_daemon import DEVICE, REPO, Daemon
 
 from edge.errors import EX_CONFIG
 
 MODEL = "shapes-detector"
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    made: list[Daemon] = []
-    yield made
-    for d in made:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.wait()
 
 
 def config(broker: Broker, tmp: Path, model: str) -> str:

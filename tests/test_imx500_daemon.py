@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +34,6 @@ def fake_ai_camera(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_IMX500_MODEL", str(REPO / "models/shapes-detector/model.tflite"))
     monkeypatch.setenv("FAKE_IMX500_FIRST_TENSOR", "5")
     monkeypatch.setenv("FAKE_IMX500_TENSOR_EVERY", "3")
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    made: list[Daemon] = []
-    yield made
-    for d in made:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.wait()
 
 
 def config(broker: Broker, tmp: Path, network: Path) -> str:

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +59,6 @@ def states(sub: Subscriber, name: str) -> dict[int, str]:
 def versions_seen(sub: Subscriber) -> list[str]:
     """The model version of every result, in seq order."""
     return [r["model"]["version"] for r in sorted(results(sub), key=lambda r: r["seq"])]
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProc]]:
-    made: list[DaemonProc] = []
-    yield made
-    for d in made:
-        if d.proc.poll() is None:
-            d.kill()
 
 
 def model_settings(repo: Path, **extra: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,17 +45,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]
         timeout=300,
     )
     return out, json.loads(out.with_suffix(".json").read_text())
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProc]]:
-    made: list[DaemonProc] = []
-    yield made
-    for d in made:
-        if d.proc.poll() is None:
-            d.proc.kill()
-        if not d._log.closed:
-            d.wait(10)
 
 
 def config(broker: Broker, tmp: Path, clip: Path, truth: dict[str, Any], **camera: Any) -> str:
