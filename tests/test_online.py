@@ -390,19 +390,23 @@ def test_a_full_queue_answers_busy_and_requests_expired_at_their_turn_are_droppe
 def test_an_mqtt5_message_expiry_that_passes_in_the_queue_drops_the_request(
     broker: Broker, tmp_path: Path, daemons: list[DaemonProc]
 ) -> None:
-    """Behind about 2 s of slow requests (8 noise JPEGs of 4000x4000), two MQTT 5 requests with
-    a Message Expiry Interval of 1 s are dropped when their turn comes, one without expiry is
-    answered; the slow ones are answered."""
+    """Behind about 2 s of slow requests (8 PNGs of 4000x4000: about 0.2 s each to decode),
+    two MQTT 5 requests with a Message Expiry Interval of 1 s are dropped when their turn
+    comes, one without expiry is answered; the slow ones are answered. The slow images are
+    small (a gradient PNG, 67 KB) so the broker hands every request over at once: with
+    megabytes each, the expiring ones could wait and expire in the broker, which edge cannot
+    count."""
     _start(broker, tmp_path, daemons, "solo", queue_size=16, max_image_bytes=20_000_000)
     stats = _wait_online(broker, ["solo"])
-    noise = np.random.default_rng(2).integers(0, 255, (4000, 4000, 3), np.uint8)
-    slow = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 30])[1].tobytes()
+    ramp = np.arange(4000, dtype=np.uint16)
+    gradient = ((ramp[:, None] + ramp[None, :]) % 256).astype(np.uint8)
+    slow = cv2.imencode(".png", cv2.merge([gradient] * 3))[1].tobytes()
     scene = SCENES[0].read_bytes()
     req = Requester(broker)
     try:
         t0 = time.monotonic()
         for i in range(8):
-            req.send("edge/solo/infer", slow, f"slow-{i}")
+            req.send("edge/solo/infer", slow, f"slow-{i}", ContentType="image/png")
         for cid in ("exp-1", "exp-2"):
             req.send("edge/solo/infer", scene, cid, MessageExpiryInterval=1)
         req.send("edge/solo/infer", scene, "keep")

@@ -83,10 +83,9 @@ CASES: dict[str, SpecFactory] = {
 UNORIENTED = {"imx500"}
 
 
-@pytest.fixture(params=sorted(CASES))
-def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Source]]:
+@contextmanager
+def _maker(kind: str, tmp_path: Path) -> Iterator[Callable[..., Source]]:
     """Builds sources of one registry kind (with field overrides) and closes them afterwards."""
-    kind = request.param
     with ExitStack() as stack:
         if kind in ("picamera2", "imx500"):
             # A still scene makes the fake camera's frames comparable pixel for pixel.
@@ -99,8 +98,6 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
             from picamera2.devices import imx500
 
             stack.enter_context(_attribute(imx500.IMX500, "fake_first_tensor", 10**9))
-        if kind in UNORIENTED and request.node.get_closest_marker("orientation"):
-            pytest.skip(f"{kind} refuses rotation and mirroring")
 
         def build(**changes: object) -> Source:
             spec = replace(CASES[kind](tmp_path), **changes)  # type: ignore[arg-type]
@@ -108,6 +105,22 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..
             stack.callback(source.close)
             return source
 
+        yield build
+
+
+@pytest.fixture(params=sorted(CASES))
+def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Source]]:
+    """Every registry kind."""
+    with _maker(request.param, tmp_path) as build:
+        yield build
+
+
+@pytest.fixture(params=sorted(set(CASES) - UNORIENTED))
+def make_oriented(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., Source]]:
+    """Every registry kind that rotates and mirrors frames."""
+    with _maker(request.param, tmp_path) as build:
         yield build
 
 
@@ -172,14 +185,13 @@ def test_timestamps_are_monotonic_and_current(make: Callable[..., Source]) -> No
     assert all(abs((now_wall - f.ts_wall) - (now_mono - f.ts_mono)) < 0.05 for f in frames)
 
 
-@pytest.mark.orientation
 @pytest.mark.parametrize("rotate", [90, 270])
-def test_rotation_swaps_width_and_height(make: Callable[..., Source], rotate: int) -> None:
+def test_rotation_swaps_width_and_height(make_oriented: Callable[..., Source], rotate: int) -> None:
     """A 90° or 270° rotation delivers frames with width and height swapped."""
-    plain = make()
+    plain = make_oriented()
     plain.open()
     frame = read_n(plain, 1)[0]
-    turned = make(rotate=rotate, flip="h")
+    turned = make_oriented(rotate=rotate, flip="h")
     turned.open()
     rotated = read_n(turned, 1)[0]
     assert rotated.image.shape == (frame.width, frame.height, 3)
@@ -194,17 +206,16 @@ def test_rotation_swaps_width_and_height(make: Callable[..., Source], rotate: in
         (270, "hv", lambda im: cv2.rotate(im[::-1, ::-1], cv2.ROTATE_90_COUNTERCLOCKWISE)),
     ],
 )
-@pytest.mark.orientation
 def test_orientation_is_flip_then_clockwise_rotation(
-    make: Callable[..., Source],
+    make_oriented: Callable[..., Source],
     rotate: int,
     flip: str | None,
     expect: Callable[[np.ndarray], np.ndarray],
 ) -> None:
     """Frames are mirrored first, then rotated clockwise, pixel for pixel."""
-    plain = make()
+    plain = make_oriented()
     plain.open()
-    turned = make(rotate=rotate, flip=flip)
+    turned = make_oriented(rotate=rotate, flip=flip)
     turned.open()
     a, b = read_n(plain, 2), read_n(turned, 2)
     for x, y in zip(a, b, strict=True):
