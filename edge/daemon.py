@@ -251,15 +251,10 @@ class Daemon:
         except BaseException:
             self._shutdown()
             raise
-        cams = ", ".join(f"{c.name} ← {c.source}" for c in self.config.cameras)
-        log.info(
-            "running: device %s, boot %s, cameras %s, broker %s:%d",
-            self.config.device,
-            self.boot_id,
-            cams,
-            self.config.mqtt.host,
-            self.config.mqtt.port,
-        )
+        c = self.config
+        cams = ", ".join(f"{cam.name} ← {cam.source}" for cam in c.cameras)
+        where = f"device {c.device}, boot {self.boot_id}, cameras {cams}"
+        log.info("running: %s, broker %s:%d", where, c.mqtt.host, c.mqtt.port)
         self.notifier.ready(f"running {len(self.config.cameras)} camera(s)")
         try:
             self._loop()
@@ -281,7 +276,9 @@ class Daemon:
                 self._reload()
                 next_stats = now  # show the outcome at once
                 continue
-            self.serving.swap_ready(pipeline, self._engines)
+            for ref, engine in self.serving.swap_ready(pipeline, self._engines):
+                if self.online is not None:  # requests follow the cameras' new version
+                    self.online.follow_swap(ref, engine, self.config)
             captured, handled, idle = pipeline.progress()
             if captured != last_captured and (handled != last_handled or idle):
                 # Liveness means frames flow through inference: a camera that stopped

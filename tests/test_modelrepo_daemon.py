@@ -228,3 +228,36 @@ def test_pinning_an_older_version_by_reload_rolls_back_with_seq_continuing(
     assert (t.duplicates, t.out_of_order) == (0, 0), str(t)
     assert t.gaps == 0, str(t)
     sub.close()
+
+
+def test_online_requests_follow_the_swapped_in_version(
+    broker: Broker, tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    """With [online] on, a request answered by version 1 before the copy is answered by
+    version 2 once version 2 serves the cameras: requests do not stay on the old model."""
+    from test_online import SCENES, Requester
+
+    repo = tmp_path / "detector"
+    repo.mkdir()
+    add_version(repo, 1)
+    text = config_text(broker, tmp_path / "state", model=model_settings(repo))
+    sub = subscribe(broker)
+    d = DaemonProc(tmp_path, text + "[online]\nenabled = true\n")
+    daemons.append(d)
+    assert sub.wait_until(lambda ms: models_entry(sub, "detector").get("serving") == "1", 60)
+    assert sub.wait_until(lambda ms: "online" in (last_json(sub, "/stats") or {}), 10)
+    req = Requester(broker)
+    try:
+        req.send("edge/faultdev/infer", SCENES[0].read_bytes(), "before")
+        assert req.wait(1, 20), d.log()
+        add_version(repo, 2)
+        assert sub.wait_until(lambda ms: models_entry(sub, "detector").get("serving") == "2", 10)
+        req.send("edge/faultdev/infer", SCENES[0].read_bytes(), "after")
+        assert req.wait(2, 20), d.log()
+        answers = {cid: json.loads(p[0][1]) for cid, p in req.by_cid().items()}
+    finally:
+        req.close()
+    assert answers[b"before"]["model"] == {"name": "detector", "version": "1"}
+    assert answers[b"after"]["model"] == {"name": "detector", "version": "2"}
+    assert answers[b"after"]["detections"] == answers[b"before"]["detections"]
+    assert d.stop() == 0

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edge.engine import Engine, Overrides
+    from edge.models import ModelSpec
     from edge.runtime import RuntimeOptions
 
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     return EX_NOINPUT if failed else 0
 
 
-def one_shot_engine(ref: str, options: RuntimeOptions, overrides: Overrides) -> Engine:
+def one_shot_engine(ref: str | ModelSpec, options: RuntimeOptions, overrides: Overrides) -> Engine:
     """The engine ``edge infer`` runs: ``ref`` loaded with ``options`` and ``overrides``, a
     classifier without a ``threshold`` override showing its top classes whatever their scores
     (see the module docstring). The daemon's online requests use the same (``edge.online``).

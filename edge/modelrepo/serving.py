@@ -77,9 +77,13 @@ class Serving:
         if repos and self.watcher.ident is None:
             self.watcher.start()
 
-    def swap_ready(self, pipeline: Pipeline, engines: dict[EngineKey, Engine]) -> None:
+    def swap_ready(
+        self, pipeline: Pipeline, engines: dict[EngineKey, Engine]
+    ) -> list[tuple[str, Engine]]:
         """Swap every version the watcher made ready into ``pipeline`` (between two frames)
-        and close the engine each replaces; ``engines``, the daemon's engines by key, follows."""
+        and close the engine each replaces; ``engines``, the daemon's engines by key, follows.
+        Returns the swapped (reference, new engine) pairs."""
+        swapped: list[tuple[str, Engine]] = []
         for c in self.watcher.take_ready():
             repo = self.repos.get(c.ref)
             key = (c.ref, c.options, c.overrides)
@@ -100,6 +104,8 @@ class Serving:
             except Exception:
                 log.exception("closing version %s of %s failed", was, repo.name)
             log.info("model %s: version %d serves now (was version %s)", repo.name, c.number, was)
+            swapped.append((c.ref, c.engine))
+        return swapped
 
     def degraded(self) -> list[str]:
         return [d for repo in self.repos.values() for d in repo.degraded()]

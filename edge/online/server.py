@@ -28,13 +28,14 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
-from edge.commands.infer import result_json
+from edge.commands.infer import one_shot_engine, result_json
 from edge.config import Config
 from edge.config.online import OnlineSettings
 from edge.decode import decode_image
-from edge.engine import Engine
-from edge.errors import InputError
+from edge.engine import Engine, Overrides
+from edge.errors import EdgeError, InputError
 from edge.online.request import RefusalError, ReplyTo, Request, answer, parse
+from edge.runtime import RuntimeOptions
 from edge.sinks.mqtt_throttle import Throttle
 from edge.stats import LatencyWindow
 from edge.topics import DeviceTopics, fleet_infer, shared
@@ -108,6 +109,20 @@ class OnlineServer:
             self._cond.notify()
         if stale is not None:
             stale.close()
+
+    def follow_swap(self, ref: str, swapped: Engine, config: Config) -> None:
+        """A repository's new version (``swapped``, now serving the cameras of ``ref``) answers
+        the requests for ``ref`` too, on an interpreter of its own as at start (one thread),
+        loaded here on the main thread; one that fails to load leaves the old one answering."""
+        if config.online_model() != ref:
+            return
+        options = replace(RuntimeOptions.from_settings(config.model), threads=1)
+        try:
+            engine = one_shot_engine(swapped.spec, options, Overrides.from_settings(config.model))
+        except EdgeError as exc:
+            log.warning("online requests keep the old version of %s: %s", ref, exc)
+            return
+        self.set_engine(ref, engine)
 
     def on_message(self, msg: mqtt.MQTTMessage) -> None:
         """One message on a request topic (paho's thread): refused, queued or answered busy."""
