@@ -35,6 +35,7 @@ def convert(tflite: Path, layout: str, dequantize: bool) -> Any:
         model = onnx.load(str(path))
     float_io(model.graph, layout)
     canonical(model.graph)
+    model.graph.doc_string = ""  # tf2onnx writes the .tflite's path there: no machine paths
     onnx.checker.check_model(model, full_check=True)
     return model
 
