@@ -27,7 +27,6 @@ import numpy as np
 
 from edge.engine import Engine, Overrides
 from edge.errors import EdgeError, ModelError
-from edge.modelrepo import probe
 from edge.modelrepo.scan import (
     AVAILABLE,
     FAILED,
@@ -194,6 +193,8 @@ def choose(
             why = problem(d)
             repo.record(number, fp, FAILED if why else AVAILABLE, why or "")
             continue
+        from edge.modelrepo import probe  # subprocess: imported once a repository is used
+
         why = problem(d) or probe.verify(d, options, overrides)
         if why is None:
             try:
@@ -310,6 +311,8 @@ class RepositoryWatcher(threading.Thread):
         fp = fingerprint(d)
         repo.record(number, fp, LOADING)
         log.info("model %s: verifying version %d in a child process", repo.name, number)
+        from edge.modelrepo import probe
+
         why = probe.verify(d, options, overrides, stop=self.stop_event)
         if self.stop_event.is_set():
             return

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.errors import DelegateError
-from edge.runtime import libedgetpu, lockstep
 
 if TYPE_CHECKING:
+    from edge.runtime import lockstep
     from edge.runtime.backends import Backend
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ def load(backend: Backend, device: str | None) -> object:
 def check_lockstep(backend: Backend) -> lockstep.Verdict:
     """The lock-step verdict for the installed libedgetpu and ``backend`` (``ok`` when the
     library is missing: loading then fails with its own message). Warnings are logged once."""
+    from edge.runtime import libedgetpu, lockstep  # read only when an Edge TPU is asked for
+
     key = (library_name(), backend.name, backend.version)
     verdict = _verdicts.get(key)
     if verdict is None:
