@@ -252,19 +252,19 @@ class Tracker:
         # cascade of DeepSORT): a tentative copy of an object under another class, started
         # beside its track, cannot take the object's detection from its confirmed track.
         for group in ([t for t in live if t.id], [t for t in live if not t.id]):
-            rest = [i for i in range(len(detections)) if i not in matched_det]
-            if not group or not rest:
+            free = [i for i in range(len(detections)) if i not in matched_det]
+            if not group or not free:
                 continue
             pairs = associate(
                 [t.predict(ts_mono) for t in group],
                 [t.class_id for t in group],
-                [detections[i] for i in rest],
+                [detections[i] for i in free],
                 s.iou_threshold,
                 s.max_centre_distance,
             )
             for r, c in pairs:
-                matched_det.add(rest[c])
-                if group[r].hit(detections[rest[c]], ts_mono, index):
+                matched_det.add(free[c])
+                if group[r].hit(detections[free[c]], ts_mono, index):
                     improved.append(group[r])
         new: list[int] = []
         ended: list[Track] = []
