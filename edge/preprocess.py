@@ -9,9 +9,9 @@ Pi camera's ``lores`` stream, sized by the ISP) is fed with numpy alone. Bilinea
 bit for bit to OpenCV's), unless OpenCV is loaded already, for an OpenCV camera source or
 snapshots, when its faster kernel gives the same pixels; the other interpolations and the
 greyscale conversion import OpenCV when a frame needs them. Normalization
-``(x - mean) / std`` and the input tensor's quantization ``q = x / scale + zero_point`` are folded
-into one 256-entry lookup table per channel, applied in a single pass (skipped when it is the
-identity).
+``(x - mean) / std`` and the input tensor's quantization ``q = x / scale + zero_point`` (in
+float32, as ONNX QuantizeLinear computes it) are folded into one 256-entry lookup table per
+channel, applied in a single pass (skipped when it is the identity).
 
 Every result carries a :class:`Transform` that maps coordinates normalized to the model input
 back to coordinates normalized to the source frame, so boxes are always reported on the frame.
@@ -329,7 +329,12 @@ def _lookup_table(spec: TensorSpec, config: PreprocessConfig, channels: int) -> 
         return np.ascontiguousarray(real.astype(np.float32))
     info = np.iinfo(spec.dtype)
     if spec.scale:
-        q = np.round(real / spec.scale + spec.zero_point)
+        # x / scale in float32, rounded half to even, then + zero point, as ONNX
+        # QuantizeLinear defines it. In float64 the few pixel values whose float32 quotient is
+        # a tie round the other way (the bundled detector's scale puts pixels 23, 115 and 207
+        # on 25.5, 127.5 and 229.5), and the same int8 model as ONNX, which quantizes its float
+        # input itself, would see another image than the .tflite does.
+        q = np.round(real.astype(np.float32) / np.float32(spec.scale)) + spec.zero_point
     else:  # an unquantized integer input takes pixel-unit values directly
         q = np.round(real)
     table_i = np.clip(q, info.min, info.max).astype(spec.dtype)

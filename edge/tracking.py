@@ -4,7 +4,8 @@ stable ids.
 Each track carries a constant-velocity model of its box centre (an alpha-beta filter, the
 steady state of a Kalman filter for that model) that predicts where the box is at the next
 frame's timestamp; :mod:`edge.association` matches a frame's detections to those predictions
-(IoU, then centre distance, greedily).
+(IoU, then centre distance, greedily), confirmed tracks first and tentative ones among the
+detections they left (DeepSORT's matching cascade, by confirmation rather than age).
 
 A track is tentative until it has been matched in ``min_hits`` consecutive frames with a median
 detection score of at least ``min_score``, and a tentative track dies at its first miss, so a
@@ -247,18 +248,24 @@ class Tracker:
             t.seen = False
         matched_det: set[int] = set()
         improved: list[_State] = []
-        if live and detections:
+        # Confirmed tracks choose first, tentative ones among what they left (the matching
+        # cascade of DeepSORT): a tentative copy of an object under another class, started
+        # beside its track, cannot take the object's detection from its confirmed track.
+        for group in ([t for t in live if t.id], [t for t in live if not t.id]):
+            free = [i for i in range(len(detections)) if i not in matched_det]
+            if not group or not free:
+                continue
             pairs = associate(
-                [t.predict(ts_mono) for t in live],
-                [t.class_id for t in live],
-                detections,
+                [t.predict(ts_mono) for t in group],
+                [t.class_id for t in group],
+                [detections[i] for i in free],
                 s.iou_threshold,
                 s.max_centre_distance,
             )
             for r, c in pairs:
-                matched_det.add(c)
-                if live[r].hit(detections[c], ts_mono, index):
-                    improved.append(live[r])
+                matched_det.add(free[c])
+                if group[r].hit(detections[free[c]], ts_mono, index):
+                    improved.append(group[r])
         new: list[int] = []
         ended: list[Track] = []
         keep: list[_State] = []

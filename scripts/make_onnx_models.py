@@ -262,8 +262,9 @@ input and output.
   held-out frames, shapes apart and touching, that the TFLite model was measured on): float
   ONNX: {agree(f)}; int8 ONNX: {agree(q)}. For scale: the TFLite model run with TFLite's
   builtin kernels instead of XNNPACK: {agree(b)}. One step of the int8 output is 0.77 px of
-  the 192-px input, so small boxes move by a few percent of IoU between any two int8
-  implementations.
+  the 192-px input, so the float model and TFLite's builtin kernels, which round otherwise,
+  move small boxes by a few percent of IoU; the int8 ONNX model computes on the TFLite model's
+  own int8 grid from the same quantized input, and its boxes are the TFLite ones.
 - **How well it does** (mAP@0.5, shapes apart / touching): TFLite int8
   {d["map50_tflite"]:.3f} / {d["map50_touching_tflite"]:.3f}, ONNX float
   {d["map50_onnx"]:.3f} / {d["map50_touching_onnx"]:.3f}, ONNX int8

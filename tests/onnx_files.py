@@ -1,12 +1,13 @@
 """Small ONNX files written by hand with the protobuf wire format, for the ONNX backend's tests
 of inputs it must refuse or reshape (the onnx package is no test dependency). Field numbers
 are onnx.proto's: ModelProto ir_version 1, graph 7, opset_import 8 (OperatorSetIdProto version
-2); GraphProto node 1, name 2, input 11, output 12; NodeProto input 1, output 2, op_type 4;
-ValueInfoProto name 1, type 2; TypeProto tensor_type 1 (elem_type 1, shape 2); a shape's dim 1
-(dim_value 1, dim_param 2)."""
+2); GraphProto node 1, name 2, initializer 5, input 11, output 12; NodeProto input 1, output 2,
+op_type 4; TensorProto data_type 2, name 8, raw_data 9; ValueInfoProto name 1, type 2; TypeProto
+tensor_type 1 (elem_type 1, shape 2); a shape's dim 1 (dim_value 1, dim_param 2)."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 
@@ -51,5 +52,18 @@ def identity_model(path: Path, *inputs: list[int | str], elem_type: int = 1) -> 
         graph += _msg((11, _value_info(f"x{k}", dims, elem_type)))
     for k, dims in enumerate(inputs):
         graph += _msg((12, _value_info(f"y{k}", dims, elem_type)))
+    path.write_bytes(_msg((1, 8), (7, graph), (8, _msg((2, 17)))))
+    return path
+
+
+def quantize_model(path: Path, size: int, scale: float, zero_point: int) -> Path:
+    """An ONNX file (IR 8, opset 17) of one QuantizeLinear: float ``[size]`` in, uint8 out,
+    with ``scale`` (as float32) and ``zero_point`` as scalar initializers."""
+    node = _msg((1, "x"), (1, "scale"), (1, "zp"), (2, "y"), (4, "QuantizeLinear"))
+    graph = _msg((1, node), (2, "g"))
+    graph += _msg((5, _msg((2, 1), (8, "scale"), (9, struct.pack("<f", scale)))))
+    graph += _msg((5, _msg((2, 2), (8, "zp"), (9, bytes([zero_point])))))
+    graph += _msg((11, _value_info("x", [size])))
+    graph += _msg((12, _value_info("y", [size], 2)))
     path.write_bytes(_msg((1, 8), (7, graph), (8, _msg((2, 17)))))
     return path

@@ -51,7 +51,9 @@ def reference_input(image: np.ndarray, model: str) -> tuple[np.ndarray, object]:
     scale, zp = d["quantization"]
     if scale:
         info = np.iinfo(d["dtype"])
-        x = np.clip(np.round(real / scale + zp), info.min, info.max).astype(d["dtype"])
+        # As ONNX QuantizeLinear defines it: x / scale in float32, rounded half to even.
+        q = np.round(real.astype(np.float32) / np.float32(scale)) + zp
+        x = np.clip(q, info.min, info.max).astype(d["dtype"])
     else:
         x = real.astype(np.float32)
     return x[None], interp

@@ -56,6 +56,16 @@ def test_uint8_quantized_input_folds_normalization(frame: np.ndarray) -> None:
     np.testing.assert_array_equal(out[0], expect)
 
 
+def test_quantization_is_computed_in_float32() -> None:
+    """x / scale is taken in float32 and rounded half to even, as ONNX QuantizeLinear does: at
+    scale 0.0035371012 (the bundled detector's input) pixel 23 is 25.5 in float32 (25.4999993
+    in float64) and gets 26, pixel 22 gets 24."""
+    s = spec((1, 8, 8, 3), np.uint8, scale=0.0035371012054383755, zp=0)
+    lut = Preprocessor(s, PreprocessConfig(mean=(0.0,), std=(255.0,))).lut
+    assert lut is not None
+    assert [int(v) for v in lut[[22, 23, 115, 207, 230, 231], 0]] == [24, 26, 128, 230, 255, 255]
+
+
 def test_int8_input(frame: np.ndarray) -> None:
     """An int8 input (scale 1/255, zp -128, 0..1 training range) gets pixel - 128."""
     p = Preprocessor(

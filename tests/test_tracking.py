@@ -200,6 +200,23 @@ def test_a_same_object_seen_as_two_classes_is_one_track() -> None:
     assert updates[-1].tracks[0].label == "dog"
 
 
+def test_a_confirmed_track_keeps_its_object_from_a_copy_under_another_class() -> None:
+    """An object leaving the frame is seen, beside its own class, as another class with a box
+    overlapping less than DUPLICATE_IOU: that copy starts a tentative track. When only the
+    copy is detected, the confirmed track takes it (confirmed tracks choose first), so the
+    copy never earns an id of its own."""
+    tracker = Tracker(TrackingSettings(min_hits=3))
+    frames: list[list[Detection]] = [[det("car", 0.5, 0.5, 0.2)] for _ in range(3)]
+    copy = Detection("dog", CLASSES["dog"], 0.9, (0.42, 0.42, 0.58, 0.58))  # IoU 0.64
+    frames += [[det("car", 0.5, 0.5, 0.2), copy], [det("car", 0.5, 0.5, 0.2), copy], [copy]]
+    frames += [[copy], [copy]]
+    updates = run(tracker, frames)
+    assert 0.3 < box_iou(copy.box, det("car", 0.5, 0.5, 0.2).box) < 0.7
+    assert new_ids(updates) == [1]
+    assert all([t.id for t in u.tracks] == [1] for u in updates[2:])
+    assert updates[-1].tracks[0].seen
+
+
 def test_best_score_is_kept_with_its_frame_and_box() -> None:
     """top_score, top_box, top_ts and top_index are those of the best detection so far;
     ``improved`` names the track in exactly the frames that raised it."""
