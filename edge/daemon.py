@@ -36,7 +36,6 @@ from edge.engine import Engine, Overrides
 from edge.errors import EdgeError
 from edge.metrics import Endpoint
 from edge.modelrepo.serving import EngineKey, Serving, pinned_version
-from edge.modelrepo.watch import Repository
 from edge.notify import Notifier
 from edge.pipeline import Pipeline, new_boot_id
 from edge.runner import Runner
@@ -51,6 +50,7 @@ from edge.sinks.tracks import TrackedCamera, TrackListener
 from edge.topics import DeviceTopics
 
 if TYPE_CHECKING:
+    from edge.modelrepo.watch import Repository
     from edge.online.server import OnlineServer
 
 log = logging.getLogger(__name__)

@@ -14,12 +14,15 @@ import logging
 import threading
 from collections import Counter, deque
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.config import DriftSettings
-from edge.drift import Baseline, deciles, js_divergence, linf_distance, observe
 from edge.engine import Engine
 from edge.output import ResultEvent
+
+if TYPE_CHECKING:
+    from edge.drift import Baseline
+    from edge.result import Result
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,9 @@ class DriftWindow:
     """The last ``size`` results of one model, against its baseline."""
 
     def __init__(self, baseline: Baseline, size: int) -> None:
+        from edge import drift  # the measures: imported once a model has a baseline
+
+        self._drift = drift
         self.baseline = baseline
         self.size = size
         self._items: deque[tuple[tuple[str, ...], tuple[float, ...]]] = deque()
@@ -45,6 +51,9 @@ class DriftWindow:
                 self._counts.subtract(old)
             self._changed = True
 
+    def add_result(self, result: Result) -> None:
+        self.add(*self._drift.observe(result))
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -59,10 +68,10 @@ class DriftWindow:
                 self._measured = (None, None)
                 return self._measured
             counts = {k: float(v) for k, v in self._counts.items() if v > 0}
-            window_qs = deciles(s for _, scores in self._items for s in scores)
-        js = js_divergence(self.baseline.classes, counts)
+            window_qs = self._drift.deciles(s for _, scores in self._items for s in scores)
+        js = self._drift.js_divergence(self.baseline.classes, counts)
         base_qs = self.baseline.score_deciles
-        linf = linf_distance(base_qs, window_qs) if base_qs and window_qs else None
+        linf = self._drift.linf_distance(base_qs, window_qs) if base_qs and window_qs else None
         self._measured = (round(js, 6), None if linf is None else round(linf, 6))
         return self._measured
 
@@ -106,7 +115,7 @@ class DriftMonitor:
     def on_result(self, event: ResultEvent) -> None:
         window = self._windows.get(event.result.model)
         if window is not None:
-            window.add(*observe(event.result))
+            window.add_result(event.result)
 
     def stats(self) -> dict[str, Any]:
         """Model → ``{results, window, class_divergence, score_distance}`` (the measures None

@@ -35,7 +35,6 @@ from edge.postprocess import Postprocessor
 from edge.preprocess import PreprocessConfig, Preprocessor, TensorSpec, Transform
 from edge.result import Result, Timings
 from edge.runtime import ModelInterpreter, RuntimeOptions, load_model
-from edge.runtime.sensor import SensorModel
 from edge.tasks import (
     PROBABILITY,
     SCORE_OPS,
@@ -332,7 +331,8 @@ class Engine:
     def on_sensor(self) -> bool:
         """Whether the camera's sensor runs this model (an AI Camera network): its outputs
         arrive with the frames (``Frame.sensor``) and the interpreter is never invoked."""
-        return isinstance(self.interpreter, SensorModel)
+        # By attribute: edge.runtime.sensor (and the .rpk reader) load with the first network.
+        return bool(getattr(self.interpreter, "runs_on_sensor", False))
 
     @property
     def postprocess_config(self) -> PostprocessConfig:

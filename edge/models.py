@@ -16,14 +16,16 @@ import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.choices import TASKS
-from edge.drift import Baseline
 from edge.errors import ModelError
 from edge.labels import parse_labels
 from edge.preprocess import PreprocessConfig
 from edge.tflite_metadata import read_metadata
+
+if TYPE_CHECKING:
+    from edge.drift import Baseline
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +283,11 @@ def load_spec(ref: str | Path, task: str | None = None) -> ModelSpec:
     if problems:
         raise ModelError(f"invalid model manifest {where}: " + "; ".join(problems))
     raw_baseline = manifest.get("baseline")
-    baseline = None if raw_baseline is None else Baseline.from_dict(raw_baseline, where)
+    baseline = None
+    if raw_baseline is not None:
+        from edge.drift import Baseline  # imported by the models that have a baseline
+
+        baseline = Baseline.from_dict(raw_baseline, where)
 
     labels: dict[int, str] = {}
     label_file = None

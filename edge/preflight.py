@@ -20,11 +20,8 @@ from edge import metrics
 from edge.config import Config
 from edge.engine import Engine, Overrides
 from edge.errors import ConfigError, EdgeError, InputError
-from edge.homeassistant import discovery_messages
-from edge.modelrepo.serving import pinned_version
-from edge.modelrepo.watch import open_model
+from edge.modelrepo import open_model, pinned_version
 from edge.runtime import RuntimeOptions
-from edge.sinks.discovery import device_spec
 from edge.sinks.mqtt_settings import MqttSettings, check_files
 from edge.sinks.tracks import TrackedCamera, plan
 from edge.sources import from_camera, missing
@@ -105,6 +102,9 @@ def check(config: Config, load: Callable[[str], Engine] | None = None) -> Checke
         try:
             tracked = plan(config, engines)
             if config.homeassistant.enabled:
+                from edge.homeassistant import discovery_messages
+                from edge.sinks.discovery import device_spec
+
                 discovery_messages(config.homeassistant, device_spec(config, engines, tracked))
         except ConfigError as exc:
             problems.extend(exc.problems)

@@ -102,6 +102,42 @@ def test_frames_resized_to_the_model_need_no_opencv(broker: Broker, tmp_path: Pa
     assert {"circle", "square", "triangle"} & labels
 
 
+# Modules of features a configuration turns on; a daemon without them never imports them.
+OPTIONAL_FEATURES = {
+    "edge.homeassistant": "[homeassistant] enabled",
+    "edge.modelrepo.watch": "a model repository",
+    "edge.modelrepo.scan": "a model repository",
+    "edge.drift": "a model with a baseline",
+    "edge.runtime.sensor": "an AI Camera network",
+    "edge.rpk": "an AI Camera network",
+    "edge.online.server": "[online] enabled",
+    "edge.metrics.server": "[metrics] listen",
+}
+
+
+def test_a_daemon_without_optional_features_imports_none_of_them(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """``edge run`` with the bundled detector and nothing else configured serves its camera
+    without importing discovery, repository, drift, AI Camera, online or metrics modules
+    (each import costs start-up time); turned on, discovery and a baseline import theirs."""
+    base = (
+        f'device = "plain"\nstate_dir = "{tmp_path / "state"}"\n'
+        '[model]\npath = "shapes-detector"\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        '[[cameras]]\nname = "cam"\nsource = "synthetic"\nfps = 15\n'
+    )
+    plain = tmp_path / "plain.toml"
+    plain.write_text(base)
+    run = "from edge.cli import main\nassert main(['run', '--config', {!r}, '--duration', '1']) == 0"
+    modules = loaded_after(run.format(str(plain)))
+    assert "edge.pipeline" in modules and "edge.tracking" in modules  # it did run, tracking on
+    assert not set(OPTIONAL_FEATURES) & modules, sorted(set(OPTIONAL_FEATURES) & modules)
+    on = tmp_path / "on.toml"
+    on.write_text(base + "[homeassistant]\nenabled = true\n")
+    assert "edge.homeassistant" in loaded_after(run.format(str(on)))
+
+
 ARENAS = """
 import ctypes, sys, threading
 from edge.system import one_malloc_arena

@@ -13,12 +13,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from edge.engine import Engine, Overrides
-from edge.modelrepo.scan import WAITING
-from edge.modelrepo.watch import Repository, RepositoryWatcher, open_model
+from edge.modelrepo import open_model, pinned_version
 from edge.runtime import RuntimeOptions
 
 if TYPE_CHECKING:
-    from edge.config import Config
+    from edge.modelrepo.watch import Repository, RepositoryWatcher
     from edge.pipeline import Pipeline
     from edge.sinks.mqtt import MqttSink
 
@@ -27,18 +26,17 @@ log = logging.getLogger(__name__)
 EngineKey = tuple[str, RuntimeOptions, Overrides]
 
 
-def pinned_version(config: Config, ref: str) -> int | None:
-    """The version ``[model] version`` pins for model reference ``ref`` (it applies to
-    ``[model] path``, not to a camera's own model)."""
-    return config.model.version if ref == config.model.path else None
+__all__ = ["EngineKey", "Serving", "pinned_version"]
 
 
 class Serving:
-    """The daemon's repositories and their watcher."""
+    """The daemon's repositories and their watcher (made, with the rest of
+    :mod:`edge.modelrepo.watch`, when the first repository is followed)."""
 
     def __init__(self, poll_s: float) -> None:
         self.repos: dict[str, Repository] = {}
-        self.watcher = RepositoryWatcher(poll_s)
+        self.watcher: RepositoryWatcher | None = None
+        self._poll_s = poll_s
         self._sent: bytes | None = None
 
     def load(
@@ -73,6 +71,12 @@ class Serving:
     ) -> None:
         """Watch ``repos`` from now on (at start and after each accepted reload)."""
         self.repos = repos
+        if self.watcher is None:
+            if not repos:
+                return
+            from edge.modelrepo.watch import RepositoryWatcher
+
+            self.watcher = RepositoryWatcher(self._poll_s)
         self.watcher.configure(repos, options, overrides, poll_s)
         if repos and self.watcher.ident is None:
             self.watcher.start()
@@ -84,6 +88,10 @@ class Serving:
         and close the engine each replaces; ``engines``, the daemon's engines by key, follows.
         Returns the swapped (reference, new engine) pairs."""
         swapped: list[tuple[str, Engine]] = []
+        if self.watcher is None:
+            return swapped
+        from edge.modelrepo.scan import WAITING
+
         for c in self.watcher.take_ready():
             repo = self.repos.get(c.ref)
             key = (c.ref, c.options, c.overrides)
@@ -134,4 +142,5 @@ class Serving:
             sink.retain(topic, data)
 
     def close(self) -> None:
-        self.watcher.close()
+        if self.watcher is not None:
+            self.watcher.close()

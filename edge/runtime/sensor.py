@@ -72,6 +72,8 @@ class SensorModel:
     """The :class:`~edge.runtime.ModelInterpreter` of a network the sensor runs: it declares
     the outputs (see the module docstring) and refuses to be invoked."""
 
+    runs_on_sensor = True  # what Engine.on_sensor asks
+
     def __init__(self, network: NetworkFile, init_ms: float) -> None:
         from edge.runtime import LoadInfo  # the runtime package imports this module lazily
 

@@ -2,7 +2,8 @@
 from a configuration, and the publishing of its messages through the sink's latest-value
 topics (so every reconnect sends them again), with removals for what a reload dropped and a
 re-publish, after a random delay, when Home Assistant announces itself (``online`` on
-``<discovery_prefix>/status``).
+``<discovery_prefix>/status``). :mod:`edge.homeassistant` is imported only once discovery is
+on (a daemon without it does not pay for the import at start).
 """
 
 from __future__ import annotations
@@ -11,20 +12,15 @@ import logging
 import random
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from edge.config import Config, HomeAssistantSettings
 from edge.engine import Engine
-from edge.homeassistant import (
-    CameraSpec,
-    DeviceSpec,
-    DiscoveryMessage,
-    discovery_messages,
-    exposed_labels,
-    removal_messages,
-    republish_delay_s,
-)
 from edge.sinks import Sink
 from edge.sinks.tracks import TrackedCamera, model_labels
+
+if TYPE_CHECKING:
+    from edge.homeassistant import DeviceSpec, DiscoveryMessage
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +31,8 @@ def device_spec(
     """The device of ``config``: per camera its exposed labels and zones when it is tracked
     (an untracked camera has no counts, only its snapshot, switch and diagnostics); the
     device's model is the names of the models in use."""
+    from edge.homeassistant import CameraSpec, DeviceSpec, exposed_labels
+
     cameras = []
     for cam in config.cameras:
         t = tracked.get(cam.name)
@@ -62,12 +60,19 @@ class Discovery:
         published), removing the entities the previous one had and this one has not. Raises
         ConfigError on an id clash (the preflight has refused those already)."""
         old_settings, old = self.settings, self.spec
-        if not settings.enabled or spec is None:
-            if old_settings is not None and old is not None:
-                self._send(sink, removal_messages(old_settings, old), force=False)
-                log.info("Home Assistant discovery removed")
+        off = not settings.enabled or spec is None
+        if off and (old_settings is None or old is None):
+            self.settings = self.spec = None
+            return  # nothing published, nothing to publish (nor anything imported)
+        from edge.homeassistant import discovery_messages, removal_messages
+
+        if off:
+            assert old_settings is not None and old is not None
+            self._send(sink, removal_messages(old_settings, old), force=False)
+            log.info("Home Assistant discovery removed")
             self.settings = self.spec = None
             return
+        assert spec is not None
         if old_settings is not None and old is not None and old_settings != settings:
             self._send(sink, removal_messages(old_settings, old), force=False)
             old = None
@@ -78,6 +83,8 @@ class Discovery:
         """Home Assistant's status message: ``online`` schedules a re-publish."""
         settings = self.settings
         if settings is not None and payload.strip() == b"online":
+            from edge.homeassistant import republish_delay_s
+
             self._due = time.monotonic() + republish_delay_s(settings, self._rng)
 
     def tick(self, sink: Sink, now: float) -> None:
@@ -85,6 +92,8 @@ class Discovery:
         due = self._due
         if due is None or now < due or self.settings is None or self.spec is None:
             return
+        from edge.homeassistant import discovery_messages
+
         self._due = None
         self._send(sink, discovery_messages(self.settings, self.spec), force=True)
         log.info("Home Assistant came online: discovery published again")
