@@ -129,13 +129,21 @@ class Daemon:
         post = Overrides.from_settings(config.model)
 
         repos: dict[str, Repository] = {}
+        fresh: list[Engine] = []  # loaded for this configuration: closed if it is refused
 
         def load(ref: str) -> Engine:
             current = self._engines.get((ref, options, post))
             pinned = pinned_version(config, ref)
-            return self.serving.load(ref, options, post, pinned, current, repos)
+            engine = self.serving.load(ref, options, post, pinned, current, repos)
+            if all(engine is not e for e in self._engines.values()):
+                fresh.append(engine)
+            return engine
 
-        checked = preflight.check(config, load=load)
+        try:
+            checked = preflight.check(config, load=load)
+        except BaseException:
+            report.close_unused(fresh, self._engines.values(), log)
+            raise
         engines = {(ref, options, post): e for ref, e in checked.engines.items()}
         publisher = Publisher(
             CurrentSink(lambda: self.sink), config.mqtt, overlay=self.tracks.overlay
@@ -153,6 +161,7 @@ class Daemon:
             publisher.close()
             if checked.online is not None:
                 checked.online.close()
+            report.close_unused(fresh, self._engines.values(), log)
             raise
         tracked, online = checked.tracked, checked.online
         return _Built(config, checked.mqtt, pipeline, publisher, engines, tracked, online, repos)
