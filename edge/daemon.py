@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL_S = 0.0005
+SEP = (",", ":")  # compact JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,8 @@ class Daemon:
     # -- building ----------------------------------------------------------------------------
     def _start_sink(self, config: Config, settings: MqttSettings) -> None:
         sink = start_sink(config, self.boot_id, settings)
-        sink.final_stats = self._final_stats
+        final = {"final": True}
+        sink.final_stats = lambda: json.dumps({**self.stats(), **final}, separators=SEP).encode()
         sink.subscribe(self.control.command_filter, self.control.on_command)
         if self.online is not None:
             self.online.attach(sink)
@@ -125,50 +127,46 @@ class Daemon:
     def _build(self, config: Config) -> _Built:
         """Everything ``config`` needs, opened and loaded, nothing started (raises EdgeError).
         An engine already loaded with the same reference and settings is reused."""
-        options = RuntimeOptions.from_settings(config.model)
-        post = Overrides.from_settings(config.model)
-
+        options, post = (
+            RuntimeOptions.from_settings(config.model),
+            Overrides.from_settings(config.model),
+        )
         repos: dict[str, Repository] = {}
         fresh: list[Engine] = []  # loaded for this configuration: closed if it is refused
 
         def load(ref: str) -> Engine:
             current = self._engines.get((ref, options, post))
-            pinned = pinned_version(config, ref)
-            engine = self.serving.load(ref, options, post, pinned, current, repos)
+            engine = self.serving.load(
+                ref, options, post, pinned_version(config, ref), current, repos
+            )
             if all(engine is not e for e in self._engines.values()):
                 fresh.append(engine)
             return engine
 
+        publisher = None
         try:
             checked = preflight.check(config, load=load)
-        except BaseException:
-            report.close_unused(fresh, self._engines.values(), log)
-            raise
-        engines = {(ref, options, post): e for ref, e in checked.engines.items()}
-        publisher = Publisher(
-            CurrentSink(lambda: self.sink), config.mqtt, overlay=self.tracks.overlay
-        )
-        try:
+            publisher = Publisher(
+                CurrentSink(lambda: self.sink), config.mqtt, overlay=self.tracks.overlay
+            )
             pipeline = Pipeline(
                 config,
                 [self.tracks, publisher, self.drift],
                 engine_loader=lambda ref: checked.engines[ref],
                 boot_id=self.boot_id,
-                admit=self._room,
+                admit=lambda: self.sink is None or self.sink.room(),
                 paused=self.control.is_paused,
             )
         except BaseException:
-            publisher.close()
-            if checked.online is not None:
-                checked.online.close()
+            if publisher is not None:
+                publisher.close()
+                if checked.online is not None:
+                    checked.online.close()
             report.close_unused(fresh, self._engines.values(), log)
             raise
+        engines = {(ref, options, post): e for ref, e in checked.engines.items()}
         tracked, online = checked.tracked, checked.online
         return _Built(config, checked.mqtt, pipeline, publisher, engines, tracked, online, repos)
-
-    def _room(self) -> bool:
-        sink = self.sink
-        return sink.room() if sink is not None else True
 
     def _start_pipeline(self, built: _Built, seqs: dict[str, int] | None = None) -> None:
         self._configure_outputs(built)
@@ -351,13 +349,10 @@ class Daemon:
         out += self.serving.degraded()
         return out + report.reload_degraded(self.reloads["last"])
 
-    def _final_stats(self) -> bytes:
-        return json.dumps({**self.stats(), "final": True}, separators=(",", ":")).encode()
-
     def _publish_stats(self) -> None:
         assert self.sink is not None
         stats = self.stats()
-        self.sink.publish_stats(json.dumps(stats, separators=(",", ":")).encode())
+        self.sink.publish_stats(json.dumps(stats, separators=SEP).encode())
         self.notifier.status(report.status_line(stats))
 
     def _publish_details(self) -> None:

@@ -129,7 +129,9 @@ def test_a_daemon_without_optional_features_imports_none_of_them(
     )
     plain = tmp_path / "plain.toml"
     plain.write_text(base)
-    run = "from edge.cli import main\nassert main(['run', '--config', {!r}, '--duration', '1']) == 0"
+    run = (
+        "from edge.cli import main\nassert main(['run', '--config', {!r}, '--duration', '1']) == 0"
+    )
     modules = loaded_after(run.format(str(plain)))
     assert "edge.pipeline" in modules and "edge.tracking" in modules  # it did run, tracking on
     assert not set(OPTIONAL_FEATURES) & modules, sorted(set(OPTIONAL_FEATURES) & modules)
