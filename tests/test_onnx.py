@@ -237,19 +237,41 @@ def test_op_counts_read_the_graph() -> None:
 def test_symbolic_batch_is_one_and_the_view_transposes(tmp_path: Path) -> None:
     """An NCHW input with a symbolic batch is read as batch 1 and offered as NHWC; values set
     through that view reach the model in NCHW order, and the symbolic output shape is learnt
-    from one run. A uint8 input stays uint8."""
+    from one run. A uint8 input stays uint8. The output, laid out as the input ([1,C,H,W]),
+    is offered as NHWC too: the identity gives back what was set."""
     interp = load(identity_model(tmp_path / "m.onnx", ["N", 3, 4, 5], elem_type=2))
     assert interp.inputs[0].shape == (1, 4, 5, 3) and interp.inputs[0].dtype == np.uint8
-    assert interp.outputs[0].shape == (1, 3, 4, 5)
+    assert interp.outputs[0].shape == (1, 4, 5, 3)
     values = np.arange(60, dtype=np.uint8).reshape(1, 4, 5, 3)
     interp.set_input(values)
     interp.invoke()
-    np.testing.assert_array_equal(interp.output(0), values.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(interp.output(0), values)
     view = interp.input_view()
     view[...] = 7
     interp.invoke()
     assert (interp.output(0) == 7).all()
     assert op_counts(tmp_path / "m.onnx") == {"Identity": 1}
+
+
+def test_an_nchw_segmentation_mask_is_read_as_the_nhwc_one(tmp_path: Path) -> None:
+    """A segmentation graph exported channels first (input [1,3,H,W], scores [1,C,H,W], as
+    PyTorch exports one) gives, on a real picture, the mask of the same graph channels last:
+    its output is read as [1,H,W,C]. Here the graph is the identity, so the mask is each
+    pixel's strongest colour channel; every class occurs."""
+    image = read_image(SHAPES / "scene_0.jpg")
+    masks = []
+    layouts: tuple[tuple[str, list[int | str]], ...] = (
+        ("nhwc.onnx", [1, 48, 64, 3]),
+        ("nchw.onnx", [1, 3, 48, 64]),
+    )
+    for name, dims in layouts:
+        engine = Engine.load(identity_model(tmp_path / name, dims))
+        assert engine.task == "segmentation", name
+        mask = engine.infer(image).mask
+        assert mask is not None and mask.shape == (48, 64)
+        masks.append(mask)
+    np.testing.assert_array_equal(masks[0], masks[1])
+    assert set(np.unique(masks[0]).tolist()) == {0, 1, 2}
 
 
 @pytest.mark.parametrize(

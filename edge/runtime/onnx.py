@@ -11,7 +11,10 @@ NCHW input is exposed as the NHWC-ordered view of the NCHW buffer (``transpose(0
 no copy): the preprocessor's per-channel lookup writes each channel plane of that buffer
 directly, and ``set_tensor`` transposes while it copies. ONNX tensors carry no quantization
 parameters: int8 QDQ models (``onnxruntime.quantization``) keep float inputs and outputs, and an
-integer input takes pixel values as they are. Normalization comes from the model's manifest;
+integer input takes pixel values as they are. An NCHW model's 4-D outputs laid out the same
+way, ``[1,C,h,w]`` with ``h:w`` the input's aspect ratio (a segmentation mask as PyTorch exports
+it), are offered as their NHWC view ``[1,h,w,C]`` too, so decoding reads them as it reads a
+TFLite model's. Normalization comes from the model's manifest;
 without one a float input is fed 0..1 (:func:`edge.engine.default_preprocess`).
 Thread affinity: as for TFLite, one thread at a time; ``invoke()`` releases the GIL.
 """
@@ -100,11 +103,18 @@ class OnnxSession:
         self._types = [_dtype(o.type, o.name, path) for o in session.get_outputs()]
         static = [_static(o.shape) for o in session.get_outputs()]
         self._values: list[np.ndarray] = []
+        self._nchw_out: list[bool] = [False] * len(static)
         if any(s is None for s in static):
             self.invoke()  # some output dims are symbolic: one run on zeros tells them
-            self._shapes = [tuple(v.shape) for v in self._values]
+            shapes = [tuple(v.shape) for v in self._values]
         else:
-            self._shapes = [s for s in static if s is not None]
+            shapes = [s for s in static if s is not None]
+        if self.layout == "nchw":
+            self._nchw_out = [_channels_first(s, shape[2], shape[3]) for s in shapes]
+        self._shapes = [
+            (s[0], s[2], s[3], s[1]) if t else s
+            for s, t in zip(shapes, self._nchw_out, strict=True)
+        ]
 
     def get_input_details(self) -> list[dict[str, Any]]:
         return [dict(self._input)]
@@ -145,7 +155,8 @@ class OnnxSession:
             return self._view.copy()
         if not self._values:
             raise ValueError("no outputs yet: call invoke() first")
-        return self._values[index - 1]
+        value = self._values[index - 1]
+        return value.transpose(0, 2, 3, 1) if self._nchw_out[index - 1] else value
 
     def invoke(self) -> None:
         """Run the model once (the GIL is released meanwhile). Raises RuntimeError, as TFLite
@@ -158,6 +169,15 @@ class OnnxSession:
     def _input_only(self, index: int) -> None:
         if index != 0:
             raise ValueError(f"tensor {index} is not the model's input (0)")
+
+
+def _channels_first(shape: tuple[int, ...], height: int, width: int) -> bool:
+    """Whether an NCHW model's output ``shape`` is ``[1,C,h,w]`` with ``h:w`` the input's
+    ``height:width`` (and not already ``[1,h,w,C]``)."""
+    if len(shape) != 4 or shape[0] != 1:
+        return False
+    _, c, h, w = shape
+    return h * width == w * height and c * width != h * height
 
 
 def load(path: Path, options: RuntimeOptions, verify: bool = True) -> Interpreter:
