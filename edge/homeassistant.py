@@ -67,11 +67,13 @@ def exposed_labels(settings: HomeAssistantSettings, model_labels: Iterable[str])
 @dataclass(frozen=True, slots=True)
 class CameraSpec:
     """One camera as discovery describes it. labels: those with occupancy and count entities
-    (see :func:`exposed_labels`); zones: zone names, each getting the same per label."""
+    (see :func:`exposed_labels`); zones: zone names, each getting the same per label;
+    tracked: whether it publishes track events (only then does it get the event entity)."""
 
     name: str
     labels: tuple[str, ...] = ()
     zones: tuple[str, ...] = ()
+    tracked: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,18 @@ def _camera_entities(spec: DeviceSpec, cam: CameraSpec) -> list[_Entity]:
     cam_stats = f"((value_json.get('cameras') or {{}}).get({_lit(c)}) or {{}})"
     invoke = f"(({cam_stats}.get('latency_ms') or {{}}).get('invoke') or {{}})"
     models = "(value_json.get('models') or {})"
+    if cam.tracked:
+        out.append(
+            _entity(
+                "event",
+                _id(c, "objects"),
+                name=f"{c} objects",
+                state_topic=t.events(c),
+                event_types=list(EVENT_TYPES),
+                # Home Assistant wants the type in ``event_type``; the rest become attributes.
+                value_template="{{ dict(value_json, event_type=value_json.type) | to_json }}",
+            )
+        )
     return [
         *out,
         _entity(
@@ -174,15 +188,6 @@ def _camera_entities(spec: DeviceSpec, cam: CameraSpec) -> list[_Entity]:
             name=f"{c} snapshot",
             image_topic=t.snapshot(c),
             content_type="image/jpeg",
-        ),
-        _entity(
-            "event",
-            _id(c, "objects"),
-            name=f"{c} objects",
-            state_topic=t.events(c),
-            event_types=list(EVENT_TYPES),
-            # Home Assistant wants the type in ``event_type``; the rest become attributes.
-            value_template="{{ dict(value_json, event_type=value_json.type) | to_json }}",
         ),
         _entity(
             "switch",

@@ -77,6 +77,17 @@ def test_every_component_config_has_what_home_assistant_requires() -> None:
         assert config["origin"]["name"] == "edge" and config["origin"]["sw_version"]
 
 
+def test_an_untracked_camera_gets_no_event_entity() -> None:
+    """A camera that publishes no track events (not tracked: a classifier, or tracking off)
+    gets its snapshot, switch and diagnostics but no event entity, which would never fire."""
+    spec = DeviceSpec("d", (CameraSpec("cam", tracked=False), CameraSpec("yard", ("car",))))
+    platforms = sorted(topic.split("/")[1] for topic in configs(discovery_messages(SETTINGS, spec)))
+    assert platforms.count("event") == 1
+    events = [c for c in configs(discovery_messages(SETTINGS, spec)).values() if "event_types" in c]
+    assert [e["unique_id"] for e in events] == ["edge:d:yard_objects"]
+    assert platforms.count("image") == 2 and platforms.count("switch") == 2
+
+
 def test_the_entities_are_the_ones_the_issue_lists() -> None:
     """Per camera and label an occupancy binary_sensor and a count sensor, the same per zone;
     per camera an image, an event with new/update/end, a switch and three diagnostics; two

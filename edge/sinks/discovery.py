@@ -29,7 +29,7 @@ def device_spec(
     config: Config, engines: Mapping[str, Engine], tracked: Mapping[str, TrackedCamera]
 ) -> DeviceSpec:
     """The device of ``config``: per camera its exposed labels and zones when it is tracked
-    (an untracked camera has no counts, only its snapshot, switch and diagnostics); the
+    (an untracked camera has no counts nor events, only its snapshot, switch and diagnostics); the
     device's model is the names of the models in use."""
     from edge.homeassistant import CameraSpec, DeviceSpec, exposed_labels
 
@@ -39,7 +39,7 @@ def device_spec(
         engine = engines[config.camera_model(cam)]
         labels = exposed_labels(config.homeassistant, model_labels(engine)) if t else ()
         zones = tuple(z.name for z in t.zones) if t else ()
-        cameras.append(CameraSpec(cam.name, labels, zones))
+        cameras.append(CameraSpec(cam.name, labels, zones, tracked=t is not None))
     model = ", ".join(sorted({e.name for e in engines.values()}))
     return DeviceSpec(config.device, tuple(cameras), prefix=config.mqtt.prefix, model=model)
 
