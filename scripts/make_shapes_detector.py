@@ -436,11 +436,19 @@ def main() -> int:
     )
     parser.add_argument("--calibration", type=int, default=200)
     parser.add_argument(
+        "--measure",
+        action="store_true",
+        help="no training: measure the model in --out again with the current edge (no "
+        "TensorFlow) and update its manifest figures (and models/README.md for the default)",
+    )
+    parser.add_argument(
         "--out",
         default=str(DEFAULT_OUT),
         help="model folder (models/README.md is updated only for the default)",
     )
     args = parser.parse_args()
+    if args.measure:
+        return measure(Path(args.out), args.seed, args.holdout)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level="WARNING")
     import tensorflow as tf
@@ -536,31 +544,14 @@ def main() -> int:
         f"{postprocess['threshold']}, NMS IoU {postprocess['iou_threshold']} "
         f"({validation_score.text()})"
     )
-    int8_map, per_class = evaluate(out, apart)
-    touching_map, touching_per_class = evaluate(out, touching)
-    touching_score = scene_score(out, touching)
-    clip = scene_score(out, clip_frames(CLIP))
+    measured = engine_metrics(out, args.seed, args.holdout)
+    int8_map = measured["map50"]
     size = (out / MODEL_FILE).stat().st_size
     metrics = {
-        "map50": round(int8_map, 4),
+        **measured,
         "map50_float": round(float_map, 4),
-        "ap50_per_class": {c: round(a, 4) for c, a in zip(SHAPES, per_class, strict=True)},
-        "holdout_images": len(apart),
-        "holdout_seed": args.seed + 1000,
-        "map50_touching": round(touching_map, 4),
         "map50_touching_float": round(float_touching, 4),
-        "ap50_touching_per_class": {
-            c: round(a, 4) for c, a in zip(SHAPES, touching_per_class, strict=True)
-        },
-        "touching_exact_label_set": round(touching_score.exact_rate, 4),
-        "touching_object_match": round(touching_score.match_rate, 4),
-        "touching_holdout_images": len(touching),
-        "touching_holdout_seed": args.seed + 3000,
         "visible_min": VISIBLE_MIN,
-        "clip": f"samples/{CLIP.name}",
-        "clip_frames": clip.frames,
-        "clip_exact_label_set": round(clip.exact_rate, 4),
-        "clip_object_match": round(clip.match_rate, 4),
         "train_images": args.train,
         "epochs": args.epochs,
         "train_seconds": round(train_time, 1),
@@ -568,14 +559,10 @@ def main() -> int:
     update_manifest(out, {"metrics": metrics})
     print(
         f"\n{NAME}: mAP@0.5 {int8_map:.4f} int8 / {float_map:.4f} float (edge Engine), "
-        f"{len(apart)} held-out frames of shapes apart; AP per class "
-        + ", ".join(f"{c} {a:.3f}" for c, a in zip(SHAPES, per_class, strict=True))
-        + f"\n  touching/overlapping held-out frames: mAP@0.5 {touching_map:.4f} int8 / "
-        f"{float_touching:.4f} float; at threshold {postprocess['threshold']}: "
-        + touching_score.text()
-        + f"\n  sample clip {CLIP.name} at threshold {postprocess['threshold']}: "
-        + clip.text()
-        + f"\n  {size_text(size)}; trained in {seconds(train_time)}"
+        f"{len(apart)} held-out frames of shapes apart; mAP@0.5 "
+        f"{measured['map50_touching']:.4f} int8 / {float_touching:.4f} float touching; "
+        f"clip label sets {100 * measured['clip_exact_label_set']:.1f} %"
+        f"\n  {size_text(size)}; trained in {seconds(train_time)}"
     )
     lat = report.int8_latency
     frames_text = ", ".join(f"{w}×{h}" for w, h in DETECTOR_FRAMES)
@@ -623,36 +610,96 @@ cores).
   plus the cell-centre grid) and the sigmoid run inside the graph.
 - **Quantization**: full integer, uint8 input and output, by `edge quantize`'s Python API
   from a SavedModel.
-- **How well it does** (int8 model through edge's Engine; boxes in frame coordinates vs
-  `Shape.box()`):
-  - {len(apart)} held-out *apart* frames (seed {args.seed + 1000}): mAP@0.5
-    **{int8_map:.3f}** ({float_map:.3f} float); AP circle {per_class[0]:.3f}, square
-    {per_class[1]:.3f}, triangle {per_class[2]:.3f}.
-  - {len(touching)} held-out *touching* frames (seed {args.seed + 3000}): mAP@0.5
-    **{touching_map:.3f}** ({float_touching:.3f} float); at the shipped threshold
-    {100 * touching_score.exact_rate:.1f} % of frames get exactly the right labels and
-    {100 * touching_score.match_rate:.1f} % of shapes a box of their label with IoU ≥ 0.5.
-  - The sample clip `samples/{CLIP.name}` (never trained or tuned on; shapes move, touch and
-    pass over each other; truth = every shape): at the shipped
-    threshold **{100 * clip.exact_rate:.1f} %** of its {clip.frames} frames get exactly the
-    right labels, and **{100 * clip.match_rate:.1f} %** of its {clip.objects} shapes a box of
-    their label with IoU ≥ 0.5.
-  - int8 recalls {report.agreement.box_recall:.1f} % of the float model's boxes (mean IoU
-    {report.agreement.mean_iou:.3f}) on 100 frames of each kind.
 - **Size and speed**: {size_text(size)} (float {size_text(report.float_bytes)}); invoke p50
   {lat.p50_ms if lat else float("nan"):.2f} ms at 1 thread on the machine that built it
   (x86_64), measured by `edge.bench`.
-- **Limits**: only these synthetic shapes on this kind of background. Shapes that (nearly)
-  touch or overlap remain its weak spot: {100 - 100 * touching_score.exact_rate:.0f} % of the
-  held-out touching frames and {100 - 100 * clip.exact_rate:.0f} % of the clip's frames get a
-  wrong label set, mostly a weakly scored second label on a shape right next to another, or
-  a partly hidden shape missed or named wrongly. Two shapes of the same class whose boxes
-  overlap more than the NMS IoU merge into one detection; touching shapes of the same colour
-  form one blob whose split is a guess; shapes cut deeply by the frame border were never in
-  the training data.
+<!-- {FIGURES}: begin -->
+{figures_text(json.loads((out / "manifest.json").read_text(encoding="utf-8"))["metrics"])}
+<!-- {FIGURES}: end -->
 """,
     )
     return 0 if int8_map >= 0.8 else 1
+
+
+FIGURES = f"{NAME} figures"  # the part of the section --measure rewrites
+
+
+def figures_text(m: dict[str, Any]) -> str:
+    """The section's measured figures (how well it does, its limits), from the manifest's
+    ``metrics`` as training or ``--measure`` wrote them."""
+    ap, tap, q = m["ap50_per_class"], m["ap50_touching_per_class"], m["quantization"]
+    return f"""- **How well it does** (int8 model through edge's Engine; boxes in frame coordinates
+  vs `Shape.box()`; figures by `scripts/make_shapes_detector.py --measure`, which re-measures
+  them with the current edge and no TensorFlow, float figures from training):
+  - {m["holdout_images"]} held-out *apart* frames (seed {m["holdout_seed"]}): mAP@0.5
+    **{m["map50"]:.3f}** ({m["map50_float"]:.3f} float); AP circle {ap["circle"]:.3f}, square
+    {ap["square"]:.3f}, triangle {ap["triangle"]:.3f}.
+  - {m["touching_holdout_images"]} held-out *touching* frames (seed
+    {m["touching_holdout_seed"]}): mAP@0.5 **{m["map50_touching"]:.3f}**
+    ({m["map50_touching_float"]:.3f} float; AP circle {tap["circle"]:.3f}, square
+    {tap["square"]:.3f}, triangle {tap["triangle"]:.3f}); at the shipped threshold
+    {100 * m["touching_exact_label_set"]:.1f} % of frames get exactly the right labels and
+    {100 * m["touching_object_match"]:.1f} % of shapes a box of their label with IoU ≥ 0.5.
+  - The sample clip `{m["clip"]}` (never trained or tuned on; shapes move, touch and
+    pass over each other; truth = every shape): at the shipped
+    threshold **{100 * m["clip_exact_label_set"]:.1f} %** of its {m["clip_frames"]} frames get
+    exactly the right labels, and **{100 * m["clip_object_match"]:.1f} %** of its
+    {m["clip_objects"]} shapes a box of their label with IoU ≥ 0.5.
+  - int8 recalls {q["box_recall"]:.1f} % of the float model's boxes (mean IoU
+    {q["mean_iou"]:.3f}) on 100 frames of each kind.
+- **Limits**: only these synthetic shapes on this kind of background. Shapes that (nearly)
+  touch or overlap remain its weak spot: {100 - 100 * m["touching_exact_label_set"]:.0f} % of
+  the held-out touching frames and {100 - 100 * m["clip_exact_label_set"]:.0f} % of the clip's
+  frames get a wrong label set, mostly a weakly scored second label on a shape right next to
+  another, or a partly hidden shape missed or named wrongly. Two shapes of the same class whose
+  boxes overlap more than the NMS IoU merge into one detection; touching shapes of the same
+  colour form one blob whose split is a guess; shapes cut deeply by the frame border were never
+  in the training data."""
+
+
+def engine_metrics(out: Path, seed: int, holdout: int) -> dict[str, Any]:
+    """The manifest figures that depend on edge's Engine alone (preprocessing, runtime,
+    decoding), measured on the held-out frames and the sample clip."""
+    apart = frames(seed + 1000, holdout)
+    touching = frames(seed + 3000, holdout, touching=True)
+    int8_map, per_class = evaluate(out, apart)
+    touching_map, touching_per_class = evaluate(out, touching)
+    touching_score = scene_score(out, touching)
+    clip = scene_score(out, clip_frames(CLIP))
+    return {
+        "map50": round(int8_map, 4),
+        "ap50_per_class": {c: round(a, 4) for c, a in zip(SHAPES, per_class, strict=True)},
+        "holdout_images": len(apart),
+        "holdout_seed": seed + 1000,
+        "map50_touching": round(touching_map, 4),
+        "ap50_touching_per_class": {
+            c: round(a, 4) for c, a in zip(SHAPES, touching_per_class, strict=True)
+        },
+        "touching_exact_label_set": round(touching_score.exact_rate, 4),
+        "touching_object_match": round(touching_score.match_rate, 4),
+        "touching_holdout_images": len(touching),
+        "touching_holdout_seed": seed + 3000,
+        "clip": f"samples/{CLIP.name}",
+        "clip_frames": clip.frames,
+        "clip_objects": clip.objects,
+        "clip_exact_label_set": round(clip.exact_rate, 4),
+        "clip_object_match": round(clip.match_rate, 4),
+    }
+
+
+def measure(out: Path, seed: int, holdout: int) -> int:
+    """``--measure``: the Engine figures of the model in ``out`` again, into its manifest and
+    (for the bundled model) its README figures. No TensorFlow, no training."""
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    metrics = {**manifest["metrics"], **engine_metrics(out, seed, holdout)}
+    update_manifest(out, {"metrics": metrics})
+    print(
+        f"{NAME}: mAP@0.5 {metrics['map50']:.4f} apart, {metrics['map50_touching']:.4f} "
+        f"touching; clip label sets {100 * metrics['clip_exact_label_set']:.1f} %"
+    )
+    if out.resolve() == DEFAULT_OUT.resolve():
+        update_section(FIGURES, figures_text(metrics))
+    return 0
 
 
 def _labels(tmp: Path) -> Path:

@@ -137,3 +137,18 @@ def test_bench_model_runs() -> None:
     result = engine.infer(image)
     assert result.task == "classification"
     assert len(result.classes) == 5
+
+
+def test_the_detector_tables_quote_its_manifest() -> None:
+    """The model tables of README.md and models/README.md give the detector's mAP@0.5 (apart,
+    touching) as its manifest records them (``scripts/make_shapes_detector.py --measure``
+    re-measures them when edge's preprocessing or decoding changes)."""
+    metrics = json.loads((MODELS / "shapes-detector" / "manifest.json").read_text())["metrics"]
+    apart, touching = f"{metrics['map50']:.3f}", f"{metrics['map50_touching']:.3f}"
+    for readme in (MODELS.parent / "README.md", MODELS / "README.md"):
+        (row,) = [
+            line
+            for line in readme.read_text().splitlines()
+            if line.startswith("| `shapes-detector` |")
+        ]
+        assert f"mAP@0.5 {apart} " in row and f", {touching} " in row, (readme.name, row)
