@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from edge.engine import Engine
-from edge.runtime import failover
+from edge.runtime import chain_reports
 
 
 def pipeline_degraded(
@@ -43,9 +43,7 @@ def details_payload(
         "last_reload": last_reload,
     }
     chains = {
-        e.name: entry
-        for e in engines
-        if (entry := failover.details_entry(e.interpreter)) is not None
+        e.name: entry for e in engines if (entry := chain_reports(e.interpreter)[1]) is not None
     }
     if chains:
         details["failover"] = chains

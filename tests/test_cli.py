@@ -14,7 +14,7 @@ from broker import free_port
 
 from edge import config as cfg
 from edge.choices import RUNTIMES
-from edge.cli import build_parser
+from edge.cli import build_parser, command_named
 from edge.commands import COMMANDS, UsageError, execute
 from edge.commands.options import pipeline_overrides, runtime_options
 from edge.config import ModelSettings, settings
@@ -248,3 +248,30 @@ def test_no_module_imports_the_cli() -> None:
             if "edge.cli" in names:
                 offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["run", "--config", "x.toml"], "run"),
+        (["--log-level", "debug", "info"], "info"),
+        (["--log-level=debug", "bench", "m"], "bench"),
+        (["--log-level", "run"], None),  # "run" is the level's (bad) value, not the command
+        (["runn"], None),
+        (["--version"], None),
+        (["-h", "run"], None),
+        ([], None),
+    ],
+)
+def test_the_parser_built_for_a_named_command_holds_it_alone(
+    argv: list[str], named: str | None
+) -> None:
+    """main builds only the named command's sub-parser; anything else gets the whole parser."""
+    assert command_named(argv) == named
+
+
+def test_a_misspelt_command_is_answered_with_every_command_name() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge", "runn"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2 and all(c.name in proc.stderr for c in COMMANDS), proc.stderr

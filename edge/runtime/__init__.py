@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
@@ -210,6 +211,17 @@ def load_model(path: Path, options: RuntimeOptions | None = None) -> ModelInterp
     from edge.runtime.chain import chain
 
     return failover.load(path, chain(opts.delegates, opts), opts.invoke_timeout_ms, opts.reprobe_s)
+
+
+def chain_reports(interp: object) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What a model's stats entry and the status details add for ``interp``: its chain's
+    ``{"failover": ...}`` and details entry when it runs on one, else ``({}, None)``. A process
+    that loaded no chain never imported :mod:`edge.runtime.failover` (the daemon's start does
+    not pay for it), and then no interpreter of it can be on one."""
+    failover = sys.modules.get("edge.runtime.failover")
+    if failover is None:
+        return {}, None
+    return failover.stats_entry(interp), failover.details_entry(interp)
 
 
 def read_head(path: Path, size: int, kind: str = ".tflite") -> bytes:
