@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from edge.engine import Engine
-from edge.runtime import chain_reports
+from edge.runtime import chain_details
 
 
 def pipeline_degraded(
@@ -42,9 +42,7 @@ def details_payload(
         "degraded": degraded,
         "last_reload": last_reload,
     }
-    chains = {
-        e.name: entry for e in engines if (entry := chain_reports(e.interpreter)[1]) is not None
-    }
+    chains = {e.name: entry for e in engines if (entry := chain_details(e.interpreter)) is not None}
     if chains:
         details["failover"] = chains
     return json.dumps(details, separators=(",", ":")).encode()

@@ -29,7 +29,7 @@ from edge.config import CameraSettings, Config
 from edge.engine import Engine, Overrides
 from edge.frame import Frame
 from edge.output import FanOut, ResultListener
-from edge.runtime import RuntimeOptions, chain_reports
+from edge.runtime import RuntimeOptions, chain_stats
 from edge.slots import NO_TENSOR, FrameSlots, Job
 from edge.sources import from_camera, lossless
 from edge.system import cpu_seconds, cpu_temperature_c, rss_mb
@@ -306,7 +306,7 @@ class Pipeline:
                 "runs_on": "sensor" if e.on_sensor else "host",
                 "threads": info.threads,
                 "degraded": info.degraded or None,
-                **chain_reports(e.interpreter)[0],
+                **chain_stats(e.interpreter),
             }
         return {
             "device": self.config.device,

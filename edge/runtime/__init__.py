@@ -213,15 +213,25 @@ def load_model(path: Path, options: RuntimeOptions | None = None) -> ModelInterp
     return failover.load(path, chain(opts.delegates, opts), opts.invoke_timeout_ms, opts.reprobe_s)
 
 
-def chain_reports(interp: object) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """What a model's stats entry and the status details add for ``interp``: its chain's
-    ``{"failover": ...}`` and details entry when it runs on one, else ``({}, None)``. A process
-    that loaded no chain never imported :mod:`edge.runtime.failover` (the daemon's start does
-    not pay for it), and then no interpreter of it can be on one."""
-    failover = sys.modules.get("edge.runtime.failover")
-    if failover is None:
-        return {}, None
-    return failover.stats_entry(interp), failover.details_entry(interp)
+def chain_stats(interp: object) -> dict[str, Any]:
+    """What a model's stats entry adds for ``interp``: its chain's ``{"failover": ...}`` when it
+    runs on one, else nothing (:func:`edge.runtime.failover.stats_entry`)."""
+    failover = _failover_if_loaded()
+    return {} if failover is None else failover.stats_entry(interp)
+
+
+def chain_details(interp: object) -> dict[str, Any] | None:
+    """The status details' entry for ``interp``'s chain, None when it runs on none
+    (:func:`edge.runtime.failover.details_entry`)."""
+    failover = _failover_if_loaded()
+    return None if failover is None else failover.details_entry(interp)
+
+
+def _failover_if_loaded() -> Any:
+    """:mod:`edge.runtime.failover` if this process has imported it, else None. A process that
+    loaded no chain never imports it (the daemon's start does not pay for it), and then no
+    interpreter of it can be on one."""
+    return sys.modules.get("edge.runtime.failover")
 
 
 def read_head(path: Path, size: int, kind: str = ".tflite") -> bytes:
