@@ -268,6 +268,12 @@ def test_the_parser_built_for_a_named_command_holds_it_alone(
 ) -> None:
     """main builds only the named command's sub-parser; anything else gets the whole parser."""
     assert command_named(argv) == named
+    (sub,) = (
+        a
+        for a in build_parser(command_named(argv))._actions
+        if isinstance(a, argparse._SubParsersAction)
+    )
+    assert list(sub.choices) == ([named] if named else [c.name for c in COMMANDS])
 
 
 def test_a_misspelt_command_is_answered_with_every_command_name() -> None:

@@ -112,6 +112,7 @@ OPTIONAL_FEATURES = {
     "edge.rpk": "an AI Camera network",
     "edge.online.server": "[online] enabled",
     "edge.metrics.server": "[metrics] listen",
+    "edge.runtime.failover": "a delegate chain",
 }
 
 
@@ -119,7 +120,7 @@ def test_a_daemon_without_optional_features_imports_none_of_them(
     broker: Broker, tmp_path: Path
 ) -> None:
     """``edge run`` with the bundled detector and nothing else configured serves its camera
-    without importing discovery, repository, drift, AI Camera, online or metrics modules
+    without importing discovery, repository, drift, AI Camera, online, metrics or failover modules
     (each import costs start-up time); turned on, discovery and a baseline import theirs."""
     base = (
         f'device = "plain"\nstate_dir = "{tmp_path / "state"}"\n'
