@@ -19,7 +19,9 @@ private memory (Private_Clean + Private_Dirty from /proc/PID/smaps_rollup: pages
 process maps) sampled 1.5 s before the end of the run; and start → first result (from spawning
 the process to the first result at the subscriber; for ``bare``, to its first ``invoke()``).
 Then the daemon's start → first result with the bundled detector, paced at 30 fps like a camera,
-and one verdict line per target of the "lean" goal. CPU ms/result is the process's user + system
+what the daemon's imports do before it can start (modules loaded, dataclasses created and the
+time spent compiling their generated methods: counts that do not move with the load), and one
+verdict line per target of the "lean" goal. CPU ms/result is the process's user + system
 time (all threads) per result over the steady part of the run: the work each program does, which
 the machine's load changes far less than it changes throughput.
 
@@ -69,6 +71,35 @@ from edge.models import resolve
 path = resolve(sys.argv[1])[0]
 shape = Interpreter(model_path=str(path)).get_input_details()[0]["shape"]
 print(json.dumps([str(path), int(shape[2]), int(shape[1])]))
+"""
+
+# The work the daemon's imports do before it can start (counts do not move with the machine's
+# load, times do): modules loaded, dataclasses created, and how much of their creation is
+# compiling the source of their generated methods, which dataclasses does with exec() for every
+# class at every start.
+STARTUP_WORK = """
+import dataclasses, json, sys, time
+spent = {"classes": 0, "class_s": 0.0, "compile_s": 0.0}
+real_exec, real_process = exec, dataclasses._process_class
+def timed_exec(*args, **kwargs):
+    t = time.perf_counter()
+    try:
+        return real_exec(*args, **kwargs)
+    finally:
+        spent["compile_s"] += time.perf_counter() - t
+def timed_process(cls, *args, **kwargs):
+    t = time.perf_counter()
+    try:
+        return real_process(cls, *args, **kwargs)
+    finally:
+        spent["classes"] += 1
+        spent["class_s"] += time.perf_counter() - t
+dataclasses.exec, dataclasses._process_class = timed_exec, timed_process
+t0 = time.perf_counter()
+import edge.cli, edge.daemon
+import_s = time.perf_counter() - t0
+print(json.dumps({**spent, "import_s": import_s, "modules": len(sys.modules),
+                  "edge_modules": sum(1 for m in sys.modules if m.split(".")[0] == "edge")}))
 """
 
 
@@ -189,6 +220,29 @@ def first_result(
     return times[0] - t0
 
 
+def startup_work(runs: int = 5) -> str:
+    """One line on what importing ``edge.cli`` and ``edge.daemon`` does (medians of ``runs``
+    fresh processes): modules, dataclasses and the milliseconds spent creating them."""
+    samples = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", STARTUP_WORK], check=True, capture_output=True, text=True
+            ).stdout
+        )
+        for _ in range(runs)
+    ]
+
+    def ms(key: str) -> float:
+        return med(s[key] for s in samples) * 1000
+
+    return (
+        f"daemon imports ({runs} runs): {ms('import_s'):.1f} ms, {samples[0]['modules']} modules "
+        f"({samples[0]['edge_modules']} of edge), {samples[0]['classes']} dataclasses created in "
+        f"{ms('class_s'):.1f} ms, of which {ms('compile_s'):.1f} ms compiling their generated "
+        "methods"
+    )
+
+
 def compile_bytecode() -> None:
     """Compile edge's modules as ``pip install`` does: a source checkout run with
     PYTHONDONTWRITEBYTECODE would otherwise compile every module at every start (about a third
@@ -296,6 +350,7 @@ def main() -> None:
             for name, v in starts.items()
         )
     )
+    print(startup_work())
     print(f"load average at the end: {load()}")
     lo, vga = table["lores"], table["640x480"]
     over = med(s.rss for s in lo["daemon"]) - med(s.rss for s in lo["bare"])
