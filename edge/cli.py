@@ -22,6 +22,7 @@ from edge.choices import LOG_LEVELS
 from edge.commands import COMMANDS, execute
 from edge.commands.options import warn_deprecated
 from edge.errors import EX_USAGE
+from edge.system import pause_collector, resume_collector
 
 DEFAULT_LOG_LEVEL = "warning"
 
@@ -127,12 +128,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     # before the daemon's first result here). Before any command imports numpy; an explicit
     # setting wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    args_list = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(command_named(args_list))
+    # No collection while the command imports and builds what it lives on: `edge run` resumes
+    # the collector once the daemon has started (Daemon.run), every other command now.
+    pause_collector()
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    finally:
+        resume_collector()
+
+
+def _main(args_list: list[str]) -> int:
+    named = command_named(args_list)
+    parser = build_parser(named)
     args = parser.parse_args(args_list)
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return EX_USAGE
+    if named != "run":
+        resume_collector()
     env_level = os.environ.get("EDGE_LOG_LEVEL") or None
     if args.log_level is None and env_level is not None:
         if env_level.lower() not in LOG_LEVELS:

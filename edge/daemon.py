@@ -47,6 +47,7 @@ from edge.sinks.mqtt_settings import MqttSettings
 from edge.sinks.publisher import Publisher
 from edge.sinks.start import start_sink
 from edge.sinks.tracks import TrackedCamera, TrackListener
+from edge.system import resume_collector
 from edge.topics import DeviceTopics
 
 if TYPE_CHECKING:
@@ -258,6 +259,9 @@ class Daemon:
         except BaseException:
             self._shutdown()
             raise
+        # `edge run` paused the collector for the imports and the build (edge.cli): what they
+        # made lives as long as the daemon, so it is frozen out of every later collection.
+        resume_collector(freeze=True)
         c = self.config
         cams = ", ".join(f"{cam.name} ← {cam.source}" for cam in c.cameras)
         where = f"device {c.device}, boot {self.boot_id}, cameras {cams}"

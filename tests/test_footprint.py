@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from broker import Broker, Subscriber
 
@@ -186,3 +187,66 @@ def test_threads_started_after_one_malloc_arena_make_no_arena_of_their_own() -> 
     default, one = arenas("default"), arenas("one")
     assert default[0] == "False" and default[1] >= 1
     assert one == ("True", 0)
+
+
+COLLECTOR = """
+import gc, json, sys
+from edge import system
+collections, calls = [0], []
+def count(phase, info):
+    collections[0] += phase == "start"
+gc.callbacks.append(count)
+real = system.resume_collector
+def resume(*, freeze=False):
+    calls.append([freeze, collections[0], gc.isenabled()])
+    real(freeze=freeze)
+system.resume_collector = resume
+from edge.cli import main
+at_main = collections[0]
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "at_main": at_main, "calls": calls, "enabled": gc.isenabled(),
+                  "frozen": gc.get_freeze_count()}))
+"""
+
+
+def test_the_collector_pauses_while_a_command_starts_and_runs_again_after(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """No garbage collection runs from `edge run`'s start until its daemon has started; then the
+    collector runs again, with what start-up made frozen out of it. Any other command, and a
+    run refused for its configuration, get the collector back before they work or exit."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'device = "gc"\nstate_dir = "{tmp_path / "state"}"\n'
+        '[model]\npath = "shapes-detector"\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        '[[cameras]]\nname = "cam"\nsource = "synthetic"\nfps = 15\n'
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text(cfg.read_text().replace("fps = 15", 'fps = "fast"'))
+
+    def started(*argv: str) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-c", COLLECTOR, *argv],
+            check=False,  # the refused run exits 78; its report is still printed
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "EDGE_LOG_LEVEL": "warning"},
+            timeout=60,
+        ).stdout
+        report: dict[str, Any] = json.loads(out.splitlines()[-1])
+        return report
+
+    run = started("run", "--config", str(cfg), "--duration", "1")
+    assert run["code"] == 0
+    # The daemon resumed it, frozen, with no collection since main() began (about 70 otherwise).
+    assert run["calls"][0] == [True, run["at_main"], False]
+    assert run["enabled"] and run["frozen"] > 10_000
+    refused = started("run", "--config", str(bad), "--duration", "1")
+    assert refused["code"] == 78
+    assert refused["calls"][0][0] is False and refused["enabled"] and refused["frozen"] == 0
+    check = started("check-config", str(cfg))
+    assert check["code"] == 0
+    assert check["calls"][0] == [False, check["at_main"], False]
+    assert check["enabled"]
