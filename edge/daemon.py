@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edge import daemon_report as report
-from edge import preflight
+from edge import dataclass_cache, preflight
 from edge.config import Config
 from edge.control import DetectControl
 from edge.drift_monitor import DriftMonitor
@@ -262,6 +262,7 @@ class Daemon:
         # `edge run` paused the collector for the imports and the build (edge.cli): what they
         # made lives as long as the daemon, so it is frozen out of every later collection.
         resume_collector(freeze=True)
+        dataclass_cache.save(release=True)  # what start-up compiled, for the next start
         c = self.config
         cams = ", ".join(f"{cam.name} ← {cam.source}" for cam in c.cameras)
         where = f"device {c.device}, boot {self.boot_id}, cameras {cams}"
