@@ -10,9 +10,11 @@ kept in one file, keyed by the exact source text, and reused; a start compiles o
 since the last one.
 
 What the cache holds is what ``exec`` compiles from exactly that text with exactly this
-interpreter (the file records ``sys.version``), so a class built from it is the class built
-without it. Only calls from ``dataclasses`` for modules of this package take the cache; every
-other ``exec`` (another package's dataclasses, anything else) passes through untouched. Where
+interpreter (the file records ``sys.version`` and the optimization level; the compile inherits
+no ``__future__`` flags, as ``exec`` called from ``dataclasses`` does not), so a class built
+from it is the class built without it, down to its methods' code and annotations. Only calls
+from ``dataclasses`` for modules of this package take the cache; every other ``exec``
+(another package's dataclasses, anything else) passes through untouched. Where
 ``dataclasses`` stops calling ``exec`` by that name, nothing is cached and nothing changes.
 
 The file: ``dataclasses-<implementation cache tag>.marshal`` in ``$EDGE_CACHE_DIR``, else the
@@ -35,7 +37,7 @@ from types import CodeType
 from typing import Any
 
 FILENAME = f"dataclasses-{sys.implementation.cache_tag or 'none'}.marshal"
-_HEADER = f"edge dataclass methods; {sys.version}"
+_HEADER = f"edge dataclass methods 2; {sys.version}; optimize {sys.flags.optimize}"
 _MAX_ENTRIES = 4096  # beyond this, a write keeps only what this process used
 
 _codes: dict[str, CodeType] = {}  # source text → compiled code, loaded and new
@@ -107,7 +109,9 @@ def _exec(source: Any, globals: Any = None, locals: Any = None, /) -> None:
     if type(source) is str and type(globals) is dict and _ours(globals.get("__name__")):
         code = _codes.get(source)
         if type(code) is not CodeType:
-            code = _codes[source] = compile(source, "<string>", "exec")
+            # dont_inherit: compiled as exec() compiles it for dataclasses, whose module has no
+            # __future__ imports (this one's would make every annotation a string).
+            code = _codes[source] = compile(source, "<string>", "exec", dont_inherit=True)
             _state["dirty"] = True
             _state["compiled"] += 1
         _used.add(source)

@@ -45,7 +45,9 @@ for name, mod in sorted(sys.modules.items()):
             if f is not None and hasattr(f, "__code__"):
                 code = f.__code__
                 methods[f"{cls.__qualname__}.{meth}"] = [
-                    const(code), code.co_names, code.co_varnames, code.co_freevars]
+                    const(code), code.co_names, code.co_varnames, code.co_freevars,
+                    code.co_flags, f.__module__, f.__qualname__, str(inspect.signature(f)),
+                    repr(f.__annotations__), repr(f.__defaults__), repr(f.__kwdefaults__)]
 print(json.dumps({"counts": dataclass_cache.counts(), "methods": methods}))
 """
 
@@ -83,6 +85,8 @@ def test_a_second_start_takes_every_method_from_the_cache_and_builds_the_same_cl
     assert without["counts"] == [0, 0]  # turned off: dataclasses compiled them itself
     assert len(without["methods"]) > 250
     assert second["methods"] == without["methods"] == first["methods"]
+    init = without["methods"]["Detection.__init__"]
+    assert "label: 'str'" in init[7] and "-> None" in init[7]  # as their module spells them
 
 
 COUNTS = "import json, edge.daemon\nfrom edge import dataclass_cache\n"
