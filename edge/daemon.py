@@ -33,7 +33,7 @@ from edge.config import Config
 from edge.control import DetectControl
 from edge.drift_monitor import DriftMonitor
 from edge.engine import Engine, Overrides
-from edge.errors import EdgeError
+from edge.errors import ConfigError, EdgeError
 from edge.metrics import Endpoint
 from edge.modelrepo.serving import EngineKey, Serving, pinned_version
 from edge.notify import Notifier
@@ -381,7 +381,9 @@ class Daemon:
             return
         self.notifier.reloading()
         try:
-            built = self._build(self._reload_config())
+            config = self._reload_config()
+            _check_identity_kept(self.config, config)
+            built = self._build(config)
         except EdgeError as exc:
             self._refused(exc)
             return
@@ -399,7 +401,7 @@ class Daemon:
         # Read after the stop: results still queued when it began get their numbers meanwhile.
         seqs = running.last_seq() if running is not None else {}
         new = built.config
-        sink_changed = built.settings != self.settings or new.state_path() != old.state_path()
+        sink_changed = built.settings != self.settings
         if sink_changed:
             assert self.sink is not None and self.settings is not None
             old_settings = self.settings
@@ -453,3 +455,30 @@ class Daemon:
 
     def request_stop(self) -> None:
         self.runner.stop.set()
+
+
+def _check_identity_kept(old: Config, new: Config) -> None:
+    """Refuse a reload that changes what names this daemon's topics or holds its outbox.
+
+    The device id and the topic prefix are in every topic the daemon has published, retained
+    (status, track states, detection switches, discovery) and subscribed to (commands, online
+    requests): swapped while running, the old retained topics would stay behind, "online"
+    forever. The state directory holds the outbox of results not yet acknowledged: a new one
+    would start empty and leave those unsent.
+    """
+    restart = "restart the service to apply it (systemctl restart edge)"
+    move = (
+        "to move it, stop the service, move the directory (it holds the outbox of results not "
+        "yet acknowledged) and start the service again"
+    )
+    changed = [
+        f"{key}: {was!r} → {now!r} cannot be applied by a reload; {todo}"
+        for key, was, now, todo in (
+            ("device", old.device, new.device, restart),
+            ("mqtt.prefix", old.mqtt.prefix, new.mqtt.prefix, restart),
+            ("state_dir", str(old.state_path()), str(new.state_path()), move),
+        )
+        if was != now
+    ]
+    if changed:
+        raise ConfigError(changed, source=new.source or None)

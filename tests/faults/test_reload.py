@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from broker import Broker
+from broker import Broker, Subscriber
 from faultkit import (
     BASE,
+    DEVICE,
     DaemonProc,
     config_text,
     last_json,
@@ -127,3 +128,41 @@ def test_accepted_reload_swaps_only_what_changed(broker: Broker, tmp_path: Path)
     assert stats is not None and stats["reloads"]["accepted"] == 1
     json.dumps(stats)
     sub.close()
+
+
+def test_reload_that_renames_the_device_or_moves_the_state_is_refused(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The device id and the state directory name the daemon's topics and hold its outbox: a
+    reload changing them is refused, saying how to apply it, and delivery goes on unbroken."""
+    sub = subscribe(broker)
+    renamed = Subscriber(broker, "edge/renamed/#", client_id="renamed-subscriber")
+    state = tmp_path / "state"
+    good = config_text(broker, state)
+    d = DaemonProc(tmp_path, good)
+    try:
+        assert wait_results(sub, 20), d.log()
+        d.rewrite(good.replace(f'device = "{DEVICE}"', 'device = "renamed"'))
+        assert d.wait_log("reload refused"), d.log()
+        assert f"device: '{DEVICE}' → 'renamed' cannot be applied by a reload" in d.log()
+        assert "systemctl restart edge" in d.log()
+        d.rewrite(config_text(broker, tmp_path / "elsewhere"))
+        assert d.wait_log("reload refused", count=2), d.log()
+        assert "state_dir:" in d.log() and "move the directory" in d.log()
+        n = len(results(sub))
+        assert wait_results(sub, n + 30), f"delivery stopped after a refused reload\n{d.log()}"
+        details = last_json(sub, "/status/details")
+        assert details is not None and details["last_reload"]["ok"] is False
+        assert "state_dir" in details["last_reload"]["error"]
+        assert d.stop() == 0
+    finally:
+        if d.proc.poll() is None:
+            d.kill()
+    counts = tally(sub)
+    report("reloads renaming the device and moving the state, refused", counts, d.proc.returncode)
+    (t,) = counts.values()
+    assert (t.gaps, t.duplicates, t.out_of_order) == (0, 0, 0), t
+    assert renamed.received() == [], "part of a refused rename was applied"
+    assert not (tmp_path / "elsewhere").exists(), "part of a refused move was applied"
+    sub.close()
+    renamed.close()
