@@ -283,7 +283,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the three programs")
     parser.add_argument("--model", default="mobilenet-v2-bench")
     parser.add_argument("--detector", default="shapes-detector")
-    parser.add_argument("--starts", type=int, default=5, help="detector starts per size")
+    parser.add_argument("--starts", type=int, default=11, help="detector starts per size")
     args = parser.parse_args()
     compile_bytecode()
     model, lores = describe(args.model)
