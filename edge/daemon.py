@@ -458,7 +458,8 @@ class Daemon:
 
 
 def _check_identity_kept(old: Config, new: Config) -> None:
-    """Refuse a reload that changes what names this daemon's topics or holds its outbox.
+    """Refuse a reload that changes what names this daemon's topics or holds its outbox, or
+    that would drop or move its online request topics.
 
     The device id and the topic prefix are in every topic the daemon has published, retained
     (status, track states, detection switches, discovery) and subscribed to (commands, online
@@ -480,5 +481,14 @@ def _check_identity_kept(old: Config, new: Config) -> None:
         )
         if was != now
     ]
+    # [online] subscribes its request topics for the life of the connection: turning it on
+    # follows at a reload, turning it off or moving it to another group does not.
+    if old.online.enabled and not new.online.enabled:
+        changed.append(f"online.enabled: true → false cannot be applied by a reload; {restart}")
+    elif old.online.enabled and old.online.group != new.online.group:
+        changed.append(
+            f"online.group: {old.online.group!r} → {new.online.group!r} cannot be applied by a "
+            f"reload; {restart}"
+        )
     if changed:
         raise ConfigError(changed, source=new.source or None)

@@ -246,11 +246,10 @@ def follow(
 ) -> OnlineServer | None:
     """The server for ``config`` once its pipeline starts (at start and after a reload):
     started and attached to ``sink`` when ``[online]`` is first enabled, else handed the
-    new ``engine`` and limits. Topics (``group``) and turning it off follow only at restart
-    (a subscription is kept for the life of the sink): the old server goes on answering."""
+    new ``engine`` and limits. Its topics are subscribed for the life of the sink, so the
+    daemon refuses a reload that changes ``group`` or turns ``[online]`` off (a restart
+    does both)."""
     if engine is None:
-        if server is not None:
-            log.warning("[online] is off in the new configuration: restart edge to stop answering")
         return server
     ref = config.online_model()
     if server is None:
@@ -259,8 +258,6 @@ def follow(
         if sink is not None:
             server.attach(sink)
         return server
-    if config.online.group != server.settings.group:
-        log.warning("[online] group changes take effect at restart; serving the old topics")
-    server.settings = replace(config.online, group=server.settings.group)
+    server.settings = config.online
     server.set_engine(ref, engine)
     return server

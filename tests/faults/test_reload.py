@@ -166,3 +166,32 @@ def test_reload_that_renames_the_device_or_moves_the_state_is_refused(
     assert not (tmp_path / "elsewhere").exists(), "part of a refused move was applied"
     sub.close()
     renamed.close()
+
+
+def test_reload_that_moves_or_stops_online_requests_is_refused(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """[online]'s request topics are subscribed for the life of the connection: a reload that
+    moves them to another group or turns them off is refused as a whole, not half applied."""
+    sub = subscribe(broker)
+    base = config_text(broker, tmp_path / "state")
+    d = DaemonProc(tmp_path, base + '[online]\nenabled = true\ngroup = "g"\n')
+    try:
+        assert wait_results(sub, 20), d.log()
+        d.rewrite(base + '[online]\nenabled = true\ngroup = "h"\n')
+        assert d.wait_log("reload refused"), d.log()
+        assert "online.group: 'g' → 'h' cannot be applied by a reload" in d.log()
+        d.rewrite(base)
+        assert d.wait_log("reload refused", count=2), d.log()
+        assert "online.enabled: true → false cannot be applied by a reload" in d.log()
+        n = len(results(sub))
+        assert wait_results(sub, n + 30), d.log()
+        stats = last_json(sub, "/stats")
+        assert stats is not None and stats["reloads"] == {**stats["reloads"], "refused": 2}
+        assert d.stop() == 0
+    finally:
+        if d.proc.poll() is None:
+            d.kill()
+    (t,) = tally(sub).values()
+    assert (t.gaps, t.duplicates, t.out_of_order) == (0, 0, 0), t
+    sub.close()
