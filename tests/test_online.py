@@ -354,25 +354,31 @@ def _edge_request(broker: Broker, *args: str) -> subprocess.CompletedProcess[str
 def test_a_full_queue_answers_busy_and_requests_expired_at_their_turn_are_dropped(
     broker: Broker, tmp_path: Path, daemons: list[DaemonProc]
 ) -> None:
-    """Behind a slow request (a 3000x3000 noise JPEG decodes for about 0.1 s), two requests
-    with a 10 ms ttl expire before their turn and are never answered; with the queue (2) full,
-    the rest are answered busy at once; the stats count both."""
+    """Behind a slow request (a 6000x6000 gradient PNG: 136 KB that decode for about 0.45 s),
+    two requests with a 10 ms ttl expire before their turn and are never answered; with the
+    queue (2) full, the rest are answered busy at once; the stats count both. The others are
+    sent 0.15 s after the slow one: small, it is parsed and taken by the worker well before,
+    also on a loaded machine (a 2.5 MB noise JPEG sent 0.05 s ahead once had not been, and
+    the queue held it and the first ttl request)."""
     _start(broker, tmp_path, daemons, "solo", queue_size=2, max_image_bytes=8_000_000)
     stats = _wait_online(broker, ["solo"])
     topic = "edge/solo/infer"
-    noise = np.random.default_rng(1).integers(0, 255, (3000, 3000, 3), np.uint8)
-    slow = cv2.imencode(".jpg", noise, [cv2.IMWRITE_JPEG_QUALITY, 30])[1].tobytes()
+    ramp = np.arange(6000, dtype=np.uint16)
+    gradient = ((ramp[:, None] + ramp[None, :]) % 256).astype(np.uint8)
+    slow = cv2.imencode(".png", cv2.merge([gradient] * 3))[1].tobytes()
     scene = base64.b64encode(SCENES[0].read_bytes()).decode()
     req = Requester(broker, v5=False)
     try:
         req.send_envelope(topic, {"image": base64.b64encode(slow).decode(), "correlation": "slow"})
-        time.sleep(0.05)  # the worker has taken it
+        time.sleep(0.15)  # the worker has taken it and is decoding it
         for cid in ("ttl-1", "ttl-2"):
             req.send_envelope(topic, {"image": scene, "correlation": cid, "ttl_s": 0.01})
         for cid in ("more-1", "more-2", "more-3"):
             req.send_envelope(topic, {"image": scene, "correlation": cid})
         assert wait_for(lambda: _stats(stats, "solo").get("received") == 6, 15)
-        time.sleep(1.5)
+        assert req.wait(4, 30)  # the slow answer and three busy ones
+        # The ttl requests had their turn (after the slow one) once the stats count them.
+        assert wait_for(lambda: _stats(stats, "solo").get("expired") == 2, 15)
         got = req.by_cid()
     finally:
         req.close()

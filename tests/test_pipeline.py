@@ -250,7 +250,9 @@ def test_live_source_drops_the_older_frame_while_inference_is_busy(
     assert c["dropped"] >= 12 - 2
     assert c["inferred"] == len(rec.calls) >= 3
     accounted = c["inferred"] + c["dropped"] + c["skipped_latency"] + c["errors"]
-    assert 0 <= c["captured"] - accounted <= 1  # at most one frame was still waiting at stop
+    # Not counted, at most: the frame left in the slot when inference stopped, and one the
+    # capture thread was handing over as the slots closed (a loaded machine widens that window).
+    assert 0 <= c["captured"] - accounted <= 2
 
 
 def test_motion_gated_camera_infers_only_frames_that_changed(
