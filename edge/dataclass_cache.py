@@ -42,7 +42,7 @@ _MAX_ENTRIES = 4096  # beyond this, a write keeps only what this process used
 
 _codes: dict[str, CodeType] = {}  # source text → compiled code, loaded and new
 _used: set[str] = set()
-_state: dict[str, Any] = {"dirty": False, "on": False, "path": None, "compiled": 0}
+_state: dict[str, Any] = {"dirty": False, "path": None, "compiled": 0}  # path: installed
 
 
 def cache_path() -> str | None:
@@ -60,14 +60,14 @@ def cache_path() -> str | None:
 def install() -> None:
     """Load the cache and have :mod:`dataclasses` compile edge's methods through it. Call before
     any of edge's dataclasses is created (``edge/__init__.py`` does); twice is once."""
-    if _state["on"]:
+    if _state["path"] is not None:
         return
     path = cache_path()
     if path is None:
         return
     import dataclasses  # every module of edge needs it next
 
-    _state.update(on=True, path=path)
+    _state["path"] = path
     _codes.update(_read(path))
     dataclasses.exec = _exec  # type: ignore[attr-defined]  # the name dataclasses resolves
     atexit.register(save)
@@ -79,7 +79,7 @@ def uninstall() -> None:
 
     if getattr(dataclasses, "exec", None) is _exec:
         del dataclasses.exec  # type: ignore[attr-defined]
-    _state.update(on=False, dirty=False, path=None, compiled=0)
+    _state.update(dirty=False, path=None, compiled=0)
     _codes.clear()
     _used.clear()
     atexit.unregister(save)

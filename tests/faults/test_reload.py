@@ -187,7 +187,7 @@ def test_reload_that_moves_or_stops_online_requests_is_refused(
         n = len(results(sub))
         assert wait_results(sub, n + 30), d.log()
         stats = last_json(sub, "/stats")
-        assert stats is not None and stats["reloads"] == {**stats["reloads"], "refused": 2}
+        assert stats is not None and stats["reloads"]["refused"] == 2
         assert d.stop() == 0
     finally:
         if d.proc.poll() is None:
