@@ -174,3 +174,27 @@ def test_the_daemon_writes_the_cache_once_it_has_started(broker: Broker, tmp_pat
         sub.close()
     assert got, err
     assert run(COUNTS, tmp_path / "cache")["counts"][1] == 0
+
+
+RELEASED = """
+import dataclasses, json, sys, types
+from edge import dataclass_cache
+import edge.result
+dataclass_cache.save(release=True)
+probe = types.ModuleType("edge.later")
+sys.modules["edge.later"] = probe
+exec("import dataclasses\\n@dataclasses.dataclass(frozen=True)\\nclass Later:\\n    z: int",
+     probe.__dict__)
+print(json.dumps({"hooked": "exec" in vars(dataclasses), "counts": dataclass_cache.counts(),
+                  "later": repr(probe.Later(3))}))
+"""
+
+
+def test_once_released_the_cache_is_out_of_memory_and_of_the_way(tmp_path: Path) -> None:
+    """The daemon releases the cache once it has started: dataclasses has its own exec back,
+    nothing is held, and classes made later are built as without the cache."""
+    report = run(RELEASED, tmp_path)
+    assert report["hooked"] is False
+    assert report["counts"] == [0, 0]
+    assert report["later"] == "Later(z=3)"
+    assert (tmp_path / FILENAME).exists()  # what the imports compiled was written first
