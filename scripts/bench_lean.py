@@ -26,11 +26,17 @@ time (all threads) per result over the steady part of the run: the work each pro
 the machine's load changes far less than it changes throughput.
 
     python scripts/bench_lean.py [--seconds 7] [--rounds 3] [--model mobilenet-v2-bench]
-                                 [--detector shapes-detector] [--starts 5]
+                                 [--detector shapes-detector] [--starts 11]
+                                 [--interpreter /usr/bin/python3]
 
 The default run takes about three minutes. It first compiles edge's bytecode, as installing the
 package does. Throughput ratios move with the machine's load (printed at the start and the end);
-memory does not.
+memory does not. All three programs run on the interpreter that runs this script, named on the
+first line. ``--interpreter`` runs them on another: a venv is made from it in a temporary folder
+and this checkout installed there as scripts/install.sh installs it (``pip install .``, not
+editable; the dependencies come from the package index), for instance the distribution's
+``/usr/bin/python3``, the build a Raspberry Pi runs the daemon on. The build changes the start
+more than anything edge does: interpreter start-up and imports are most of it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -273,6 +280,54 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def on_interpreter(python: str, argv: list[str]) -> int:
+    """Run this benchmark with ``argv`` on ``python``: in a venv made
+    from it in a temporary folder, with this checkout installed as scripts/install.sh does."""
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="edge-lean-venv-") as tmp:
+        venv = Path(tmp) / "venv"
+        steps = [
+            ([python, "-m", "venv", str(venv)], f"making a venv from {python}"),
+            (
+                [
+                    str(venv / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    str(repo),
+                ],
+                f"installing {repo} into it (pip install ., as scripts/install.sh does)",
+            ),
+        ]
+        for cmd, what in steps:
+            print(f"{what} ...", flush=True)
+            try:
+                subprocess.run(cmd, check=True)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                raise SystemExit(
+                    f"{what} failed: {exc}; --interpreter needs a Python 3.11 or "
+                    "later with venv (apt install python3-venv) and the package "
+                    "index reachable"
+                ) from exc
+        run = subprocess.run([str(venv / "bin" / "python"), __file__, *argv], check=False)
+        return run.returncode
+
+
+def interpreter() -> str:
+    """The Python the programs run on: version, executable, and whether libpython is a shared
+    library (a build's start-up and pure-Python speed differ, for the same version)."""
+    with open("/proc/self/maps") as f:
+        shared = "libpython" in f.read()
+    real = os.path.realpath(sys.executable)
+    return (
+        f"python: {platform.python_implementation()} {platform.python_version()}, "
+        f"{real}{' (via ' + sys.executable + ')' if real != sys.executable else ''}, "
+        f"libpython {'a shared library' if shared else 'linked into the executable'}"
+    )
+
+
 def load() -> str:
     return "/".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -284,11 +339,21 @@ def main() -> None:
     parser.add_argument("--model", default="mobilenet-v2-bench")
     parser.add_argument("--detector", default="shapes-detector")
     parser.add_argument("--starts", type=int, default=11, help="detector starts per size")
+    parser.add_argument(
+        "--interpreter",
+        help="run the programs on this Python, in a venv made from it with this checkout "
+        "installed (e.g. /usr/bin/python3)",
+    )
     args = parser.parse_args()
+    if args.interpreter:
+        same = ["--seconds", f"{args.seconds}", "--rounds", f"{args.rounds}", "--model"]
+        same += [args.model, "--detector", args.detector, "--starts", f"{args.starts}"]
+        sys.exit(on_interpreter(args.interpreter, same))
     compile_bytecode()
     model, lores = describe(args.model)
     _, detector_lores = describe(args.detector)
     sizes = {"lores": lores, "640x480": (640, 480)}
+    print(interpreter())
     print(
         f"machine: {os.cpu_count()} cores, load average (1/5/15 min) {load()} at the start; "
         f"model {args.model}, 1 interpreter thread; {args.rounds} rounds of {args.seconds:g} s "
