@@ -56,7 +56,7 @@ def new_client(
     certificate is always verified), not yet connected. Its session is clean (under MQTT 5
     ``clean_start`` is given at connect). Raises ConfigError when the TLS files cannot be
     loaded."""
-    client = mqtt.Client(
+    client = _Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         clean_session=None if protocol == mqtt.MQTTv5 else True,
@@ -67,6 +67,31 @@ def new_client(
     client.suppress_exceptions = True
     secure(client, settings, password, tls_key)
     return client
+
+
+class _Client(mqtt.Client):
+    """paho's client, but reads and writes on a plain (not TLS) socket do not touch ``ssl``.
+
+    paho's ``_sock_recv`` and ``_sock_send`` catch ``ssl.SSLWantReadError`` ahead of everything
+    else, so every ``BlockingIOError`` of a plain socket (one ends each read of the network loop)
+    evaluates ``ssl`` and would load OpenSSL (edge.deferred_modules) into a daemon that has no
+    TLS. These do what paho's do for a plain socket; with TLS they are paho's."""
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        sock = self._sock
+        if self._ssl or sock is None:
+            return super()._sock_recv(bufsize)
+        return sock.recv(bufsize)
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        sock = self._sock
+        if self._ssl or sock is None:
+            return super()._sock_send(buf)
+        try:
+            return sock.send(buf)
+        except BlockingIOError as err:
+            self._call_socket_register_write()
+            raise BlockingIOError() from err
 
 
 class Backoff:
@@ -338,7 +363,7 @@ class Connection:
                 self.settings.host,
                 self.settings.port,
                 exc or "connection failed",
-                _TLS_HINT if isinstance(exc, ssl.SSLError) else "",
+                _TLS_HINT if self.settings.uses_tls and isinstance(exc, ssl.SSLError) else "",
                 self.settings.reconnect_min_s,
                 self.settings.reconnect_max_s,
                 n,
