@@ -319,14 +319,17 @@ def on_interpreter(python: str, argv: list[str]) -> int:
 
 
 def interpreter() -> str:
-    """The Python the programs run on: version, executable, and whether libpython is a shared
-    library (a build's start-up and pure-Python speed differ, for the same version)."""
+    """The Python the programs run on: version, installation (its prefix), and whether libpython
+    is a shared library (builds of one version differ in start-up and pure-Python speed)."""
     with open("/proc/self/maps") as f:
         shared = "libpython" in f.read()
-    real = os.path.realpath(sys.executable)
+    home = os.path.expanduser("~")
+    prefix = sys.base_prefix
+    if prefix == home or prefix.startswith(home + os.sep):
+        prefix = "~" + prefix[len(home) :]
+    venv = ", in a venv" if sys.prefix != sys.base_prefix else ""
     return (
-        f"python: {platform.python_implementation()} {platform.python_version()}, "
-        f"{real}{' (via ' + sys.executable + ')' if real != sys.executable else ''}, "
+        f"python: {platform.python_implementation()} {platform.python_version()} ({prefix}{venv}), "
         f"libpython {'a shared library' if shared else 'linked into the executable'}"
     )
 
