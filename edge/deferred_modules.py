@@ -12,6 +12,11 @@ sha256``) runs the module's code in that same object, once, under a lock; it is 
 module, as if it had been imported at the start. Nothing changes for code that uses them, only
 when the cost is paid.
 
+Only the daemon defers them (``edge run`` calls :func:`defer` before its imports; it never loads
+TensorFlow). A process that loads TensorFlow, as ``edge quantize`` and ``edge info`` may, must
+have OpenSSL's libcrypto loaded before TensorFlow's own libraries: with ``hashlib`` deferred,
+TensorFlow 2's import crashes the interpreter when ``hmac`` later loads ``_hashlib``.
+
 :mod:`importlib.util.LazyLoader` does not serve: under Python 3.11 the ``import`` statement
 itself reads the module's ``__spec__``, which makes such a module load there.
 """
@@ -40,12 +45,21 @@ class _Deferred(types.ModuleType):
     """A module whose code has not run yet; reading any attribute it lacks runs it."""
 
     def __getattr__(self, name: str) -> object:
-        with _lock:  # another thread waits here until the module has run, as an import would
-            if type(self) is _Deferred and self.__name__ not in _running:
-                _run(self)
-        if type(self) is _Deferred:  # read by its own code while it runs: not defined yet
+        if not _ran(self):  # read by its own code while it runs: not defined yet
             raise AttributeError(f"partially initialized module {self.__name__!r} has no {name!r}")
         return getattr(self, name)
+
+    def __dir__(self) -> list[str]:
+        _ran(self)
+        return sorted(self.__dict__)
+
+
+def _ran(module: types.ModuleType) -> bool:
+    """Run ``module``'s code unless it has run or is running; whether it has run."""
+    with _lock:  # another thread waits here until the module has run, as an import would
+        if type(module) is _Deferred and module.__name__ not in _running:
+            _run(module)
+    return type(module) is not _Deferred
 
 
 def _run(module: types.ModuleType) -> None:

@@ -98,9 +98,12 @@ def timed_process(cls, *args, **kwargs):
         spent["class_s"] += time.perf_counter() - t
 dataclasses._process_class = timed_process
 t0 = time.perf_counter()
-import edge.cli, edge.daemon
+import edge.cli
+from edge import deferred_modules
+deferred_modules.defer()  # as `edge run` does before it imports the daemon
+import edge.daemon
 import_s = time.perf_counter() - t0
-from edge import dataclass_cache, deferred_modules
+from edge import dataclass_cache
 cached, compiled = dataclass_cache.counts()
 deferred = deferred_modules.pending()
 print(json.dumps({**spent, "import_s": import_s, "modules": len(sys.modules) - len(deferred),

@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The daemon's exit code: 0 after a clean stop, 78 for a configuration or model error."""
+    from edge import deferred_modules
+
+    # Before the daemon's imports: OpenSSL and the rest only when used (edge.deferred_modules).
+    deferred_modules.defer()
     from edge import config as cfg
     from edge.daemon import Daemon
     from edge.system import one_malloc_arena
