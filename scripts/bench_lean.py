@@ -82,9 +82,8 @@ print(json.dumps([str(path), int(shape[2]), int(shape[1])]))
 
 # The work the daemon's imports do before it can start (counts do not move with the machine's
 # load, times do): modules loaded (those deferred to their first use not counted), dataclasses
-# created, and how much of their creation is
-# compiling the source of their generated methods, which dataclasses does with exec() for every
-# class at every start.
+# created, and how much of their creation is compiling the source of their generated methods,
+# which dataclasses does with exec() for every class at every start.
 STARTUP_WORK = """
 import dataclasses, json, sys, time
 spent = {"classes": 0, "class_s": 0.0}
@@ -287,8 +286,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def on_interpreter(python: str, argv: list[str]) -> int:
-    """Run this benchmark with ``argv`` on ``python``: in a venv made
-    from it in a temporary folder, with this checkout installed as scripts/install.sh does."""
+    """Run this benchmark with ``argv`` on ``python``: in a venv made from it in a temporary
+    folder, with this checkout installed as scripts/install.sh does."""
     repo = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="edge-lean-venv-") as tmp:
         venv = Path(tmp) / "venv"

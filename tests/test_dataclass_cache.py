@@ -3,7 +3,6 @@ are the classes built without it, and a cache that is damaged, foreign or unsafe
 
 from __future__ import annotations
 
-import json
 import marshal
 import os
 import signal
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import fresh
 from broker import Broker, Subscriber
 
 from edge.dataclass_cache import FILENAME
@@ -59,17 +59,8 @@ def run(code: str, cache: Path | str, *, bytecode: bool = True) -> dict[str, Any
     env["EDGE_CACHE_DIR"] = str(cache)
     if not bytecode:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=60,
-    ).stdout
-    report: dict[str, Any] = json.loads(out.splitlines()[-1])
-    return report
+    got: dict[str, Any] = fresh.report(code, env=env)
+    return got
 
 
 def test_a_second_start_takes_every_method_from_the_cache_and_builds_the_same_classes(

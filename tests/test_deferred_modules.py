@@ -4,29 +4,18 @@ module, run once however many threads reach it together."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
 
+import fresh
 import pytest
 from broker import Broker
 from faultkit import DaemonProc, config_text, results, subscribe, tally, wait_results
 
 from edge import deferred_modules
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def child(code: str) -> dict[str, object]:
-    """Run ``code`` in a fresh interpreter; its last output line is JSON."""
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout
-    return dict(json.loads(out.splitlines()[-1]))
 
 
 def openssl_mapped(pid: int) -> list[str]:
@@ -40,7 +29,7 @@ def test_the_daemons_imports_leave_ssl_hashlib_and_urllib_request_unrun() -> Non
     """``edge run`` defers the three modules paho-mqtt imports before the daemon's imports: once
     ``edge.daemon`` is imported their extension modules and what urllib.request brings are not
     loaded."""
-    got = child(
+    got = fresh.report(
         "import argparse, json, sys\n"
         "from edge import deferred_modules\n"
         "from edge.commands import run\n"
@@ -60,7 +49,7 @@ def test_the_daemons_imports_leave_ssl_hashlib_and_urllib_request_unrun() -> Non
 def test_other_commands_import_them_as_usual() -> None:
     """Only the daemon defers them: a command that may load TensorFlow (``edge info`` probes it)
     needs OpenSSL loaded before TensorFlow's libraries."""
-    got = child(
+    got = fresh.report(
         "import json, sys\n"
         "from edge import cli, deferred_modules\n"
         "try:\n"
@@ -76,7 +65,7 @@ def test_other_commands_import_them_as_usual() -> None:
 def test_using_a_deferred_module_gives_the_real_module() -> None:
     """``import`` binds the module, the first attribute read (or ``dir()``) runs it, and from then
     on it is an ordinary module, the one in sys.modules, that works as imported at the start."""
-    got = child(
+    got = fresh.report(
         "import json, sys, types\n"
         "from edge import deferred_modules\n"
         "deferred_modules.defer()\n"

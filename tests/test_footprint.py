@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import fresh
 from broker import Broker, Subscriber
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,15 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def loaded_after(code: str) -> set[str]:
     """The modules a fresh interpreter holds after running ``code``."""
-    out = subprocess.run(
-        [sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    ).stdout
-    return set(json.loads(out.splitlines()[-1]))
+    return set(fresh.report(f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"))
 
 
 def test_edge_run_imports_no_other_command() -> None:
@@ -226,16 +219,9 @@ def test_the_collector_pauses_while_a_command_starts_and_runs_again_after(
     bad.write_text(cfg.read_text().replace("fps = 15", 'fps = "fast"'))
 
     def started(*argv: str) -> dict[str, Any]:
-        out = subprocess.run(
-            [sys.executable, "-c", COLLECTOR, *argv],
-            check=False,  # the refused run exits 78; its report is still printed
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            env={**os.environ, "EDGE_LOG_LEVEL": "warning"},
-            timeout=60,
-        ).stdout
-        report: dict[str, Any] = json.loads(out.splitlines()[-1])
+        # check=False: the refused run exits 78; its report is still printed
+        env = {**os.environ, "EDGE_LOG_LEVEL": "warning"}
+        report: dict[str, Any] = fresh.report(COLLECTOR, *argv, env=env, check=False)
         return report
 
     run = started("run", "--config", str(cfg), "--duration", "1")
